@@ -1,0 +1,390 @@
+//! The `tidings` command line. Each command is a thin layer over the lib.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{AppOptions, Application, Services};
+use crate::config::{self, Settings};
+use crate::delivery::compose::CONFIRMATION_TTL_HOURS;
+use crate::posts::parse_markdown_post;
+use crate::store::{AddOutcome, CreateIssueOutcome, NewIssue, OperatorSubscriber, SubscriberQuery};
+use crate::subscribers::{EmailAddress, SubscriberName, SubscriberStatus};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidings",
+    version,
+    about = "A self-hosted weekly email newsletter daemon"
+)]
+pub struct Cli {
+    /// A TOML file layered over the built-in defaults.
+    #[arg(long, global = true, env = "TIDINGS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: HTTP server, scheduler and delivery workers.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate config and templates, and reach the database and SMTP server.
+    Check,
+    /// Send the next queued post now and wait until it is delivered.
+    SendNow,
+    /// Manage the queue of posts.
+    #[command(subcommand)]
+    Post(PostCommand),
+    /// Manage subscribers.
+    #[command(subcommand)]
+    Subscriber(SubscriberCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PostCommand {
+    /// Enqueue a post from a Markdown file.
+    Add(PostAdd),
+    /// Print the queue.
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct PostAdd {
+    /// The subject; defaults to `subject:` in the file's front matter.
+    #[arg(long)]
+    pub subject: Option<String>,
+    pub file: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubscriberCommand {
+    /// Add one subscriber; without --confirmed they get a confirmation email.
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Record them as confirmed (you hold their consent already).
+        #[arg(long)]
+        confirmed: bool,
+    },
+    /// Print subscribers.
+    List {
+        #[arg(long)]
+        status: Option<SubscriberStatus>,
+    },
+    /// Import a CSV with columns email,name,status.
+    Import { file: PathBuf },
+    /// Write every subscriber as CSV (email,name,status) to stdout.
+    Export,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let default_level = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
+    crate::telemetry::init(default_level);
+    let settings = config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let services = Services::start(settings, crate::clock::system()).await?;
+            println!("migrations applied ({})", services.store.backend());
+            Ok(())
+        }
+        Command::Check => check(settings).await,
+        Command::SendNow => send_now(settings).await,
+        Command::Post(command) => post(settings, command).await,
+        Command::Subscriber(command) => subscriber(settings, command).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings, AppOptions::default()).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.run(shutdown).await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("stopping: finishing the sends in flight");
+    shutdown.cancel();
+}
+
+async fn check(settings: Settings) -> anyhow::Result<()> {
+    println!("ok: config");
+    crate::render::Templates::load(&settings.templates.dir, &settings.newsletter)
+        .context("templates")?;
+    println!("ok: templates");
+    let store = crate::store::connect(&settings.database)
+        .await
+        .context("database (database.url)")?;
+    store.ping().await.context("database (database.url)")?;
+    println!("ok: database ({})", store.backend());
+    let mailer = crate::mailer::Mailer::from_settings(&settings.smtp).context("smtp")?;
+    mailer.verify().await.context("smtp (smtp.url)")?;
+    println!("ok: email via {}", mailer.describe());
+    Ok(())
+}
+
+async fn send_now(settings: Settings) -> anyhow::Result<()> {
+    let mode = settings.schedule.mode;
+    let services = Services::start(settings, crate::clock::system()).await?;
+    let created = match services
+        .store
+        .create_issue(NewIssue {
+            slot_key: format!("manual:{}", uuid::Uuid::new_v4()),
+            slot_at: None,
+            mode,
+            now: services.clock.now(),
+        })
+        .await?
+    {
+        CreateIssueOutcome::Created(created) => created,
+        _ => bail!("nothing to send: the queue has no post for anyone, or there are no confirmed subscribers"),
+    };
+    let subject = match created.post_id {
+        Some(post_id) => services
+            .store
+            .get_post(post_id)
+            .await?
+            .map(|post| post.subject)
+            .unwrap_or_default(),
+        None => "each subscriber's next tip".into(),
+    };
+    eprintln!(
+        "sending issue #{} ({subject}) to {} subscribers...",
+        created.number, created.recipients
+    );
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(services.worker().run(shutdown.clone()));
+    let progress = loop {
+        let progress = services.store.issue_progress(created.issue_id).await?;
+        if progress.unfinished() == 0 {
+            break progress;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    shutdown.cancel();
+    let _ = worker.await;
+    println!(
+        "issue #{} ({subject}): {} sent, {} failed, {} skipped, of {} recipients",
+        created.number, progress.sent, progress.failed, progress.skipped, created.recipients
+    );
+    Ok(())
+}
+
+async fn post(settings: Settings, command: PostCommand) -> anyhow::Result<()> {
+    let services = Services::start(settings, crate::clock::system()).await?;
+    match command {
+        PostCommand::Add(add) => {
+            let text = std::fs::read_to_string(&add.file)
+                .with_context(|| format!("cannot read {}", add.file.display()))?;
+            let post = parse_markdown_post(&text, add.subject.as_deref())
+                .with_context(|| format!("{} is not a usable post", add.file.display()))?;
+            let stored = services
+                .store
+                .insert_post(&post, services.clock.now())
+                .await?;
+            println!(
+                "queued post {} at position {}: {}",
+                stored.id, stored.position, stored.subject
+            );
+        }
+        PostCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:>5} {:>8} {:<7} {:<20} subject",
+                "id", "position", "status", "sent_at"
+            )?;
+            for post in services.store.list_posts().await? {
+                let sent_at = post
+                    .sent_at
+                    .map(|at| at.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into());
+                writeln!(
+                    out,
+                    "{:>5} {:>8} {:<7} {:<20} {}",
+                    post.id,
+                    post.position,
+                    post.status.as_str(),
+                    sent_at,
+                    post.subject
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::Result<()> {
+    let services = Services::start(settings, crate::clock::system()).await?;
+    let store = &services.store;
+    match command {
+        SubscriberCommand::Add {
+            email,
+            name,
+            confirmed,
+        } => {
+            let status = if confirmed {
+                SubscriberStatus::Confirmed
+            } else {
+                SubscriberStatus::Pending
+            };
+            let record = operator_record(&email, name.as_deref(), status, "cli", &services)?;
+            match store.add_subscriber(record).await? {
+                AddOutcome::Added {
+                    id,
+                    confirmation_queued,
+                } => {
+                    let note = if confirmation_queued {
+                        " (pending: a confirmation email is queued; the daemon sends it)"
+                    } else {
+                        ""
+                    };
+                    println!("added subscriber {id}: {email} as {status}{note}");
+                }
+                AddOutcome::AlreadyExists => bail!("{email} is already on the list"),
+            }
+        }
+        SubscriberCommand::List { status } => {
+            let mut out = std::io::stdout().lock();
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_subscribers(SubscriberQuery {
+                        status,
+                        after,
+                        limit: 1000,
+                    })
+                    .await?;
+                for subscriber in &page {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}",
+                        subscriber.id,
+                        subscriber.email,
+                        subscriber.status,
+                        subscriber.name.as_deref().unwrap_or("")
+                    )?;
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = Some(last.id),
+                    _ => break,
+                }
+            }
+        }
+        SubscriberCommand::Import { file } => import(&services, &file).await?,
+        SubscriberCommand::Export => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+            writer.write_record(["email", "name", "status"])?;
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_subscribers(SubscriberQuery {
+                        status: None,
+                        after,
+                        limit: 1000,
+                    })
+                    .await?;
+                for subscriber in &page {
+                    writer.write_record([
+                        subscriber.email.as_str(),
+                        subscriber.name.as_deref().unwrap_or(""),
+                        subscriber.status.as_str(),
+                    ])?;
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = Some(last.id),
+                    _ => break,
+                }
+            }
+            writer.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn operator_record(
+    email: &str,
+    name: Option<&str>,
+    status: SubscriberStatus,
+    source: &str,
+    services: &Services,
+) -> anyhow::Result<OperatorSubscriber> {
+    Ok(OperatorSubscriber {
+        email: EmailAddress::parse(email).with_context(|| format!("`{email}`"))?,
+        name: SubscriberName::parse_optional(name).with_context(|| format!("name of `{email}`"))?,
+        status,
+        source: source.to_owned(),
+        now: services.clock.now(),
+        confirmation_ttl: chrono::Duration::hours(CONFIRMATION_TTL_HOURS),
+    })
+}
+
+/// Imports what it can, reports every bad row, and fails if there was one.
+async fn import(services: &Services, file: &std::path::Path) -> anyhow::Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let (mut added, mut existing, mut bad) = (0u64, 0u64, 0u64);
+    for (index, row) in reader.records().enumerate() {
+        let line = index + 1;
+        let row = row.with_context(|| format!("{} line {line}", file.display()))?;
+        let email = row.get(0).unwrap_or_default();
+        if line == 1 && email.eq_ignore_ascii_case("email") {
+            continue;
+        }
+        if email.is_empty() && row.len() <= 1 {
+            continue;
+        }
+        let name = row.get(1).filter(|name| !name.is_empty());
+        let status = match row.get(2).filter(|status| !status.is_empty()) {
+            None => Ok(SubscriberStatus::Pending),
+            Some(text) => text.parse::<SubscriberStatus>(),
+        };
+        let record = status
+            .map_err(anyhow::Error::msg)
+            .and_then(|status| operator_record(email, name, status, "import", services));
+        match record {
+            Ok(record) => match services.store.add_subscriber(record).await? {
+                AddOutcome::Added { .. } => added += 1,
+                AddOutcome::AlreadyExists => existing += 1,
+            },
+            Err(error) => {
+                bad += 1;
+                eprintln!("line {line}: skipped: {error:#}");
+            }
+        }
+    }
+    println!("imported {added}, already present {existing}, invalid {bad}");
+    if bad > 0 {
+        bail!("{bad} rows of {} could not be imported", file.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Time comes from a clock the tests can set, so no test sleeps for a week.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// A clock that only moves when told to.
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(start)))
+    }
+
+    pub fn set(&self, time: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = time;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}

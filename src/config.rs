@@ -1,0 +1,538 @@
+//! Configuration: compiled-in defaults, an optional TOML file, then
+//! `TIDINGS_<SECTION>__<KEY>` environment variables. Raw values are parsed
+//! into typed settings once, so a bad value stops the daemon at start with
+//! an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use lettre::message::Mailbox;
+use serde::{Deserialize, Deserializer};
+
+/// The defaults, also shipped as `config/default.toml` for people to read.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub newsletter: NewsletterSettings,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub smtp: SmtpSettings,
+    pub schedule: ScheduleSettings,
+    pub admin: AdminSettings,
+    pub templates: TemplateSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewsletterSettings {
+    pub name: String,
+    pub from: Mailbox,
+    /// Without a trailing slash, so links can be built as `{base_url}/path`.
+    pub base_url: String,
+    pub postal_address: String,
+}
+
+impl NewsletterSettings {
+    /// The domain of the From address; Message-IDs and List-Id use it.
+    pub fn from_domain(&self) -> &str {
+        self.from.email.domain()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    pub subscribe_per_ip_per_hour: u32,
+    pub confirmation_window: Duration,
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub backend: Backend,
+    pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    pub fn from_url(url: &str, max_connections: u32) -> Result<Self, ConfigError> {
+        let backend = backend_of(url).map_err(|reason| invalid("database.url", reason))?;
+        Ok(Self {
+            url: url.to_owned(),
+            backend,
+            max_connections,
+        })
+    }
+}
+
+pub fn backend_of(url: &str) -> Result<Backend, String> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(format!(
+            "`{url}` is neither a sqlite: nor a postgres:// URL"
+        ))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// `None` writes `.eml` files to `outbox_dir` instead of using SMTP.
+    pub url: Option<String>,
+    pub outbox_dir: PathBuf,
+    pub concurrency: usize,
+    pub rate_per_second: u32,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub lease: Duration,
+    pub batch_size: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleMode {
+    Broadcast,
+    Sequence,
+}
+
+impl ScheduleMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleMode::Broadcast => "broadcast",
+            ScheduleMode::Sequence => "sequence",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    pub cron: cron::Schedule,
+    pub timezone: Tz,
+    pub mode: ScheduleMode,
+    pub catch_up: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` means the admin API is switched off.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateSettings {
+    pub dir: PathBuf,
+}
+
+/// Loads defaults, then `file` (if any), then the environment.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist",
+                file.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    // Only `SECTION__KEY` variables are config; TIDINGS_CONFIG names the file.
+    figment = figment.merge(
+        Env::prefixed("TIDINGS_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__"),
+    );
+    let raw: RawSettings = figment.extract().map_err(|error| {
+        let key = error.path.join(".");
+        let message = error.to_string();
+        ConfigError::Load(if key.is_empty() || message.contains(&key) {
+            message
+        } else {
+            format!("key `{key}`: {message}")
+        })
+    })?;
+    raw.parse()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    newsletter: RawNewsletter,
+    http: RawHttp,
+    database: RawDatabase,
+    smtp: RawSmtp,
+    schedule: RawSchedule,
+    admin: RawAdmin,
+    templates: RawTemplates,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNewsletter {
+    #[serde(deserialize_with = "lenient_string")]
+    name: String,
+    #[serde(deserialize_with = "lenient_string")]
+    from: String,
+    #[serde(deserialize_with = "lenient_string")]
+    base_url: String,
+    #[serde(deserialize_with = "lenient_string")]
+    postal_address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(deserialize_with = "lenient_string")]
+    bind: String,
+    subscribe_per_ip_per_hour: u32,
+    #[serde(deserialize_with = "lenient_string")]
+    confirmation_window: String,
+    trust_forwarded_for: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    #[serde(deserialize_with = "lenient_string")]
+    url: String,
+    max_connections: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    #[serde(deserialize_with = "lenient_string")]
+    url: String,
+    #[serde(deserialize_with = "lenient_string")]
+    outbox_dir: String,
+    concurrency: u32,
+    rate_per_second: u32,
+    max_attempts: u32,
+    #[serde(deserialize_with = "lenient_string")]
+    retry_base: String,
+    #[serde(deserialize_with = "lenient_string")]
+    lease: String,
+    batch_size: u32,
+    #[serde(deserialize_with = "lenient_string")]
+    timeout: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    #[serde(deserialize_with = "lenient_string")]
+    cron: String,
+    #[serde(deserialize_with = "lenient_string")]
+    timezone: String,
+    #[serde(deserialize_with = "lenient_string")]
+    mode: String,
+    #[serde(deserialize_with = "lenient_string")]
+    catch_up: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(deserialize_with = "lenient_string")]
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplates {
+    #[serde(deserialize_with = "lenient_string")]
+    dir: String,
+}
+
+/// Environment values arrive typed by guesswork (`TIDINGS_ADMIN__TOKEN=1234`
+/// is a number to figment); every string key accepts any scalar.
+fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(text) => text,
+        Scalar::Integer(number) => number.to_string(),
+        Scalar::Float(number) => number.to_string(),
+        Scalar::Bool(flag) => flag.to_string(),
+    })
+}
+
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|error| {
+        invalid(
+            key,
+            format!("`{text}` is not a duration like 30s, 5m or 6h ({error})"),
+        )
+    })
+}
+
+fn positive(key: &'static str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be at least 1"))
+    } else {
+        Ok(value)
+    }
+}
+
+impl RawSettings {
+    fn parse(self) -> Result<Settings, ConfigError> {
+        let newsletter = self.newsletter.parse()?;
+        let http =
+            HttpSettings {
+                bind: self.http.bind.parse().map_err(|error| {
+                    invalid("http.bind", format!("`{}`: {error}", self.http.bind))
+                })?,
+                subscribe_per_ip_per_hour: self.http.subscribe_per_ip_per_hour,
+                confirmation_window: parse_duration(
+                    "http.confirmation_window",
+                    &self.http.confirmation_window,
+                )?,
+                trust_forwarded_for: self.http.trust_forwarded_for,
+            };
+        let database = DatabaseSettings::from_url(
+            self.database.url.trim(),
+            positive("database.max_connections", self.database.max_connections)?,
+        )?;
+        let smtp = self.smtp.parse()?;
+        let schedule = self.schedule.parse()?;
+        let token = self.admin.token.trim().to_owned();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 16 characters (or empty to disable the admin API)",
+            ));
+        }
+        Ok(Settings {
+            newsletter,
+            http,
+            database,
+            smtp,
+            schedule,
+            admin: AdminSettings {
+                token: (!token.is_empty()).then_some(token),
+            },
+            templates: TemplateSettings {
+                dir: PathBuf::from(self.templates.dir),
+            },
+        })
+    }
+}
+
+impl RawNewsletter {
+    fn parse(self) -> Result<NewsletterSettings, ConfigError> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid(
+                "newsletter.name",
+                "must be non-empty and free of control characters",
+            ));
+        }
+        let from = Mailbox::from_str(self.from.trim()).map_err(|error| {
+            invalid(
+                "newsletter.from",
+                format!("`{}` is not an address: {error}", self.from),
+            )
+        })?;
+        let base_url = url::Url::parse(self.base_url.trim()).map_err(|error| {
+            invalid(
+                "newsletter.base_url",
+                format!("`{}`: {error}", self.base_url),
+            )
+        })?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.host().is_none() {
+            return Err(invalid(
+                "newsletter.base_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(NewsletterSettings {
+            name,
+            from,
+            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
+            postal_address: self.postal_address.trim().to_owned(),
+        })
+    }
+}
+
+impl RawSmtp {
+    fn parse(self) -> Result<SmtpSettings, ConfigError> {
+        let url = self.url.trim().to_owned();
+        if !url.is_empty() {
+            let parsed = url::Url::parse(&url)
+                .map_err(|error| invalid("smtp.url", format!("not a URL: {error}")))?;
+            if !matches!(parsed.scheme(), "smtp" | "smtps") || parsed.host().is_none() {
+                return Err(invalid(
+                    "smtp.url",
+                    "must look like smtp://user:pass@host:port or smtps://host",
+                ));
+            }
+        }
+        if self.outbox_dir.trim().is_empty() {
+            return Err(invalid("smtp.outbox_dir", "must not be empty"));
+        }
+        Ok(SmtpSettings {
+            url: (!url.is_empty()).then_some(url),
+            outbox_dir: PathBuf::from(self.outbox_dir.trim()),
+            concurrency: positive("smtp.concurrency", self.concurrency)? as usize,
+            rate_per_second: self.rate_per_second,
+            max_attempts: positive("smtp.max_attempts", self.max_attempts)?,
+            retry_base: parse_duration("smtp.retry_base", &self.retry_base)?,
+            lease: nonzero_duration("smtp.lease", &self.lease)?,
+            batch_size: positive("smtp.batch_size", self.batch_size)?,
+            timeout: nonzero_duration("smtp.timeout", &self.timeout)?,
+        })
+    }
+}
+
+fn nonzero_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(key, text)?;
+    if duration.is_zero() {
+        return Err(invalid(key, "must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+impl RawSchedule {
+    fn parse(self) -> Result<ScheduleSettings, ConfigError> {
+        let cron = cron::Schedule::from_str(self.cron.trim()).map_err(|error| {
+            invalid(
+                "schedule.cron",
+                format!(
+                    "`{}` is not a cron with a seconds field ({error})",
+                    self.cron
+                ),
+            )
+        })?;
+        let timezone: Tz = self.timezone.trim().parse().map_err(|_| {
+            invalid(
+                "schedule.timezone",
+                format!(
+                    "`{}` is not an IANA time zone such as Europe/Berlin",
+                    self.timezone
+                ),
+            )
+        })?;
+        let mode = match self.mode.trim() {
+            "broadcast" => ScheduleMode::Broadcast,
+            "sequence" => ScheduleMode::Sequence,
+            other => {
+                return Err(invalid(
+                    "schedule.mode",
+                    format!("`{other}` is neither broadcast nor sequence"),
+                ))
+            }
+        };
+        Ok(ScheduleSettings {
+            cron,
+            timezone,
+            mode,
+            catch_up: parse_duration("schedule.catch_up", &self.catch_up)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let settings = load(None).expect("defaults are valid");
+        assert_eq!(settings.database.backend, Backend::Sqlite);
+        assert_eq!(settings.smtp.concurrency, 8);
+        assert_eq!(settings.smtp.retry_base, Duration::from_secs(60));
+        assert_eq!(settings.schedule.timezone, chrono_tz::UTC);
+        assert!(settings.admin.token.is_none());
+        assert_eq!(settings.newsletter.base_url, "http://127.0.0.1:8080");
+    }
+
+    fn load_with(toml: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tidings.toml");
+        std::fs::write(&path, toml).unwrap();
+        load(Some(&path))
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (toml, key) in [
+            ("[schedule]\ncron = \"every monday\"", "schedule.cron"),
+            (
+                "[schedule]\ntimezone = \"Mars/Olympus\"",
+                "schedule.timezone",
+            ),
+            ("[schedule]\nmode = \"sometimes\"", "schedule.mode"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[smtp]\nretry_base = \"soon\"", "smtp.retry_base"),
+            ("[smtp]\nurl = \"http://mail\"", "smtp.url"),
+            ("[smtp]\nconcurrency = 0", "smtp.concurrency"),
+            ("[newsletter]\nfrom = \"not an address\"", "newsletter.from"),
+            (
+                "[newsletter]\nbase_url = \"ftp://x\"",
+                "newsletter.base_url",
+            ),
+            ("[http]\nbind = \"nowhere\"", "http.bind"),
+            ("[admin]\ntoken = \"short\"", "admin.token"),
+        ] {
+            let error = load_with(toml).expect_err(toml).to_string();
+            assert!(error.contains(key), "`{error}` should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let error = load_with("[smtp]\nconcurency = 3").unwrap_err().to_string();
+        assert!(error.contains("concurency"), "{error}");
+        let error = load_with("[smtp]\nconcurrency = \"lots\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("smtp.concurrency"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        assert!(load(Some(Path::new("/nonexistent/tidings.toml"))).is_err());
+    }
+}

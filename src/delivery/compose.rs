@@ -1,0 +1,367 @@
+//! Turns a claimed delivery into the bytes of one email: the right template,
+//! the subscriber's name and links, and the list headers mail clients need.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use lettre::address::Envelope;
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{Address, Message};
+use serde_json::json;
+
+use crate::config::{NewsletterSettings, ScheduleMode};
+use crate::render::{markdown, EmailKind, Templates};
+use crate::store::{ClaimedDelivery, DeliveryPayload, IssueMeta, SharedStore, StoreError};
+use crate::subscribers::SubscriberStatus;
+use crate::tokens::{TokenKey, TokenPurpose};
+
+pub const CONFIRMATION_TTL_HOURS: i64 = 72;
+
+/// Defines a header lettre has no type for; values are ASCII we build.
+macro_rules! plain_header {
+    ($type:ident, $name:literal) => {
+        #[derive(Debug, Clone)]
+        pub struct $type(pub String);
+
+        impl Header for $type {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($name)
+            }
+
+            fn parse(text: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(Self(text.to_owned()))
+            }
+
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
+}
+
+plain_header!(ListId, "List-Id");
+plain_header!(ListUnsubscribe, "List-Unsubscribe");
+plain_header!(ListUnsubscribePost, "List-Unsubscribe-Post");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("post {0} no longer exists")]
+    MissingPost(i64),
+    #[error("issue {0} no longer exists")]
+    MissingIssue(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("rendering failed")]
+    Render(#[from] crate::render::RenderError),
+    #[error("cannot build the message: {0}")]
+    Message(String),
+}
+
+/// What to do with a claimed delivery.
+pub enum Composed {
+    Email {
+        envelope: Envelope,
+        bytes: Vec<u8>,
+    },
+    /// Nothing to send any more, with the reason kept on the row.
+    Skip(String),
+}
+
+/// A post rendered once per process, reused for every recipient.
+struct RenderedPost {
+    subject: String,
+    html: String,
+    text: String,
+    preheader: String,
+    ordinal: i64,
+}
+
+pub struct Composer {
+    templates: Arc<Templates>,
+    newsletter: NewsletterSettings,
+    token_key: TokenKey,
+    store: SharedStore,
+    list_id: String,
+    posts: Mutex<HashMap<i64, Arc<RenderedPost>>>,
+    issues: Mutex<HashMap<i64, IssueMeta>>,
+}
+
+impl Composer {
+    pub fn new(
+        templates: Arc<Templates>,
+        newsletter: NewsletterSettings,
+        token_key: TokenKey,
+        store: SharedStore,
+    ) -> Self {
+        let list_id = list_id(&newsletter);
+        Self {
+            templates,
+            newsletter,
+            token_key,
+            store,
+            list_id,
+            posts: Mutex::default(),
+            issues: Mutex::default(),
+        }
+    }
+
+    pub fn unsubscribe_url(&self, subscriber_id: i64) -> String {
+        format!(
+            "{}/unsubscribe?token={}",
+            self.newsletter.base_url,
+            self.token_key
+                .issue(TokenPurpose::Unsubscribe, subscriber_id)
+        )
+    }
+
+    pub fn confirm_url(&self, confirmation_id: i64) -> String {
+        format!(
+            "{}/confirm?token={}",
+            self.newsletter.base_url,
+            self.token_key.issue(TokenPurpose::Confirm, confirmation_id)
+        )
+    }
+
+    pub async fn compose(&self, delivery: &ClaimedDelivery) -> Result<Composed, ComposeError> {
+        match delivery.payload {
+            DeliveryPayload::Confirmation { confirmation_id } => {
+                if delivery.subscriber_status != SubscriberStatus::Pending {
+                    return Ok(Composed::Skip(format!(
+                        "subscriber is {} now",
+                        delivery.subscriber_status
+                    )));
+                }
+                self.confirmation(delivery, confirmation_id)
+            }
+            DeliveryPayload::Issue { issue_id, post_id } => {
+                if delivery.subscriber_status != SubscriberStatus::Confirmed {
+                    return Ok(Composed::Skip(format!(
+                        "subscriber is {} now",
+                        delivery.subscriber_status
+                    )));
+                }
+                let post = self.post(post_id).await?;
+                let issue = self.issue(issue_id).await?;
+                let number = match issue.mode {
+                    ScheduleMode::Broadcast => issue.number,
+                    ScheduleMode::Sequence => post.ordinal,
+                };
+                self.issue_email(delivery, &post, number)
+            }
+        }
+    }
+
+    fn confirmation(
+        &self,
+        delivery: &ClaimedDelivery,
+        confirmation_id: i64,
+    ) -> Result<Composed, ComposeError> {
+        // The subject is fixed text: nothing a stranger typed goes in it.
+        let subject = format!(
+            "Please confirm your subscription to {}",
+            self.newsletter.name
+        );
+        let rendered = self.templates.email(
+            EmailKind::Confirm,
+            json!({
+                "title": subject,
+                "name": delivery.name,
+                "confirm_url": self.confirm_url(confirmation_id),
+                "expires_hours": CONFIRMATION_TTL_HOURS,
+            }),
+        )?;
+        self.build(delivery, &subject, rendered.html, rendered.text, false)
+    }
+
+    fn issue_email(
+        &self,
+        delivery: &ClaimedDelivery,
+        post: &RenderedPost,
+        number: i64,
+    ) -> Result<Composed, ComposeError> {
+        let rendered = self.render_issue(
+            post,
+            number,
+            delivery.name.as_deref(),
+            delivery.subscriber_id,
+        )?;
+        self.build(delivery, &post.subject, rendered.html, rendered.text, true)
+    }
+
+    fn render_issue(
+        &self,
+        post: &RenderedPost,
+        number: i64,
+        name: Option<&str>,
+        subscriber_id: i64,
+    ) -> Result<crate::render::RenderedEmail, ComposeError> {
+        Ok(self.templates.email(
+            EmailKind::Issue,
+            json!({
+                "title": post.subject,
+                "subject": post.subject,
+                "issue_number": number,
+                "name": name,
+                "body_html": post.html,
+                "body_text": post.text,
+                "unsubscribe_url": self.unsubscribe_url(subscriber_id),
+                "preheader": post.preheader,
+            }),
+        )?)
+    }
+
+    /// The issue HTML exactly as a subscriber sees it, for the admin preview.
+    pub async fn preview(&self, post_id: i64, number: i64) -> Result<String, ComposeError> {
+        let post = self.post(post_id).await?;
+        Ok(self.render_issue(&post, number, Some("Reader"), 0)?.html)
+    }
+
+    fn build(
+        &self,
+        delivery: &ClaimedDelivery,
+        subject: &str,
+        html: String,
+        text: String,
+        list_headers: bool,
+    ) -> Result<Composed, ComposeError> {
+        let address: Address = match delivery.email.parse() {
+            Ok(address) => address,
+            Err(error) => return Ok(Composed::Skip(format!("unsendable address: {error}"))),
+        };
+        let to = Mailbox::new(delivery.name.clone(), address);
+        let mut builder = Message::builder()
+            .from(self.newsletter.from.clone())
+            .to(to)
+            .subject(subject)
+            .date(SystemTime::now())
+            .message_id(Some(format!(
+                "<{}@{}>",
+                delivery.message_id,
+                self.newsletter.from_domain()
+            )))
+            .header(ListId(self.list_id.clone()));
+        if list_headers {
+            builder = builder
+                .header(ListUnsubscribe(format!(
+                    "<{}>",
+                    self.unsubscribe_url(delivery.subscriber_id)
+                )))
+                .header(ListUnsubscribePost("List-Unsubscribe=One-Click".into()));
+        }
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|error| ComposeError::Message(error.to_string()))?;
+        Ok(Composed::Email {
+            envelope: message.envelope().clone(),
+            bytes: message.formatted(),
+        })
+    }
+
+    async fn post(&self, post_id: i64) -> Result<Arc<RenderedPost>, ComposeError> {
+        if let Some(post) = self.posts.lock().expect("post cache").get(&post_id) {
+            return Ok(post.clone());
+        }
+        let found = self
+            .store
+            .post_for_render(post_id)
+            .await?
+            .ok_or(ComposeError::MissingPost(post_id))?;
+        let text = markdown::to_plain_text(&found.post.body_markdown);
+        let rendered = Arc::new(RenderedPost {
+            html: markdown::to_email_html(&found.post.body_markdown),
+            preheader: preheader(&text),
+            text,
+            subject: found.post.subject,
+            ordinal: found.ordinal,
+        });
+        self.posts
+            .lock()
+            .expect("post cache")
+            .insert(post_id, rendered.clone());
+        Ok(rendered)
+    }
+
+    /// Forgets a post's rendering after an edit (used by the preview).
+    pub fn forget_post(&self, post_id: i64) {
+        self.posts.lock().expect("post cache").remove(&post_id);
+    }
+
+    async fn issue(&self, issue_id: i64) -> Result<IssueMeta, ComposeError> {
+        if let Some(meta) = self.issues.lock().expect("issue cache").get(&issue_id) {
+            return Ok(*meta);
+        }
+        let meta = self
+            .store
+            .issue_meta(issue_id)
+            .await?
+            .ok_or(ComposeError::MissingIssue(issue_id))?;
+        self.issues
+            .lock()
+            .expect("issue cache")
+            .insert(issue_id, meta);
+        Ok(meta)
+    }
+}
+
+/// The first sentence or so, shown by mail clients next to the subject.
+fn preheader(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(140) {
+        Some((cut, _)) => format!("{}…", flat[..cut].trim_end()),
+        None => flat,
+    }
+}
+
+/// `<slug.domain>` with the newsletter's name as the phrase (RFC 2919).
+fn list_id(newsletter: &NewsletterSettings) -> String {
+    let slug: String = newsletter
+        .name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let slug = slug
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let slug = if slug.is_empty() {
+        "newsletter".into()
+    } else {
+        slug
+    };
+    let phrase: String = newsletter
+        .name
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\')
+        .collect();
+    format!(
+        "\"{}\" <{slug}.{}>",
+        phrase.trim(),
+        newsletter.from_domain()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_id_is_a_slug_under_the_sender_domain() {
+        let newsletter = crate::config::load(None).unwrap().newsletter;
+        assert_eq!(
+            list_id(&newsletter),
+            "\"Partnership Pitfalls Weekly\" <partnership-pitfalls-weekly.localhost>"
+        );
+    }
+
+    #[test]
+    fn preheader_is_short_and_flat() {
+        let text = "Line one\n\nline two ".repeat(40);
+        let short = preheader(&text);
+        assert!(short.chars().count() <= 141);
+        assert!(!short.contains('\n'));
+    }
+}

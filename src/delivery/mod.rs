@@ -1,0 +1,375 @@
+//! The delivery worker: one machine for confirmation emails and weekly
+//! issues alike. It claims a batch of due deliveries with a lease, sends
+//! each over `smtp.concurrency` connections, and records every outcome,
+//! fenced on its lease, as soon as the database writer is free.
+//!
+//! Crash safety: a row is `sending` (leased) before we talk to SMTP and
+//! `sent` right after the 250 reply, so a crash can only resend the
+//! messages in flight, and they keep their Message-ID.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::SmtpSettings;
+use crate::mailer::{Mailer, SendResult};
+use crate::metrics::Metrics;
+use crate::store::{ClaimRequest, ClaimedDelivery, DeliveryOutcome, SharedStore};
+
+pub mod compose;
+
+use compose::{Composed, Composer};
+
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+const RECLAIM_EVERY: Duration = Duration::from_secs(5);
+const MAX_OUTCOMES_PER_WRITE: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub rate_per_second: u32,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub lease: Duration,
+    pub batch_size: u32,
+    /// How often to look for due work when nobody wakes us.
+    pub poll_interval: Duration,
+}
+
+impl WorkerSettings {
+    pub fn from_smtp(smtp: &SmtpSettings) -> Self {
+        Self {
+            concurrency: smtp.concurrency,
+            rate_per_second: smtp.rate_per_second,
+            max_attempts: smtp.max_attempts,
+            retry_base: smtp.retry_base,
+            lease: smtp.lease,
+            batch_size: smtp.batch_size,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Exponential backoff from `base`, doubled per attempt, ±20 % jitter, at most 1 h.
+pub fn retry_delay(base: Duration, attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(20);
+    let delay = base.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    delay.mul_f64(jitter).min(MAX_RETRY_DELAY)
+}
+
+/// A claim waiting for a free connection, with when we took it.
+struct Claim {
+    delivery: ClaimedDelivery,
+    claimed_at: Instant,
+}
+
+enum Record {
+    Outcome(DeliveryOutcome),
+    /// Claimed but not attempted: give it back without counting an attempt.
+    Release(i64),
+}
+
+pub struct DeliveryWorker {
+    pub store: SharedStore,
+    pub mailer: Arc<Mailer>,
+    pub composer: Arc<Composer>,
+    pub settings: WorkerSettings,
+    pub clock: SharedClock,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    /// Unique per process; every lease and update is fenced on it.
+    pub owner: String,
+}
+
+impl DeliveryWorker {
+    /// Runs until `shutdown`, then finishes the sends in flight, records
+    /// them, and hands unstarted claims back.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let capacity = self.settings.batch_size as usize;
+        let (work_tx, work_rx) = mpsc::channel::<Claim>(capacity);
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let (record_tx, record_rx) = mpsc::channel::<Record>(capacity * 2);
+        let limiter = NonZeroU32::new(self.settings.rate_per_second)
+            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+
+        let recorder = tokio::spawn(self.clone().record(record_rx));
+        let senders: Vec<_> = (0..self.settings.concurrency)
+            .map(|_| {
+                tokio::spawn(self.clone().send_loop(
+                    work_rx.clone(),
+                    record_tx.clone(),
+                    limiter.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        drop(record_tx);
+
+        self.claim_loop(work_tx, &shutdown).await;
+        for sender in senders {
+            let _ = sender.await;
+        }
+        let _ = recorder.await;
+        tracing::info!(owner = %self.owner, "delivery worker stopped");
+    }
+
+    async fn claim_loop(&self, work_tx: mpsc::Sender<Claim>, shutdown: &CancellationToken) {
+        let mut next_reclaim = Instant::now();
+        while !shutdown.is_cancelled() {
+            let now = self.clock.now();
+            if Instant::now() >= next_reclaim {
+                match self.store.reclaim_expired_leases(now).await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::warn!(count, "took back deliveries whose lease expired"),
+                    Err(error) => {
+                        tracing::error!(error = ?anyhow::Error::from(error), "reclaiming leases failed")
+                    }
+                }
+                next_reclaim = Instant::now() + RECLAIM_EVERY;
+            }
+            let limit = self.settings.batch_size;
+            let request = ClaimRequest {
+                owner: self.owner.clone(),
+                now,
+                lease_until: now
+                    + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
+                limit,
+            };
+            let claimed = match self.store.claim_deliveries(request).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::error!(error = ?anyhow::Error::from(error), "claiming deliveries failed");
+                    Vec::new()
+                }
+            };
+            let full_batch = claimed.len() as u32 == limit;
+            let claimed_at = Instant::now();
+            for delivery in claimed {
+                // Blocks while every connection is busy: natural backpressure.
+                if work_tx
+                    .send(Claim {
+                        delivery,
+                        claimed_at,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if full_batch {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn send_loop(
+        self: Arc<Self>,
+        work_rx: Arc<Mutex<mpsc::Receiver<Claim>>>,
+        record_tx: mpsc::Sender<Record>,
+        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let next = {
+                let mut receiver = work_rx.lock().await;
+                tokio::select! {
+                    claim = receiver.recv() => claim,
+                    // Stop waiting for new work; the claim loop closes the channel.
+                    _ = shutdown.cancelled() => receiver.try_recv().ok(),
+                }
+            };
+            let Some(claim) = next else { break };
+            // A claim that waited most of its lease may already be someone
+            // else's: hand it back rather than risk a double send.
+            let stale = claim.claimed_at.elapsed() > self.settings.lease.mul_f64(0.8);
+            let record = if shutdown.is_cancelled() || stale {
+                Record::Release(claim.delivery.id)
+            } else {
+                if let Some(limiter) = &limiter {
+                    limiter.until_ready().await;
+                }
+                Record::Outcome(self.attempt(&claim.delivery).await)
+            };
+            if record_tx.send(record).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> DeliveryOutcome {
+        let composed = match self.composer.compose(delivery).await {
+            Ok(composed) => composed,
+            Err(error) => {
+                tracing::error!(delivery = delivery.id, error = ?anyhow::Error::from(error), "cannot compose email");
+                return self.transient(delivery, "could not compose the email".into());
+            }
+        };
+        let (envelope, bytes) = match composed {
+            Composed::Skip(reason) => {
+                self.metrics
+                    .skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return DeliveryOutcome::Skipped {
+                    id: delivery.id,
+                    reason,
+                };
+            }
+            Composed::Email { envelope, bytes } => (envelope, bytes),
+        };
+        self.metrics
+            .send_attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self
+            .mailer
+            .send(&envelope, &bytes, &delivery.message_id)
+            .await
+        {
+            SendResult::Accepted { reply } => {
+                self.metrics.record_sent();
+                DeliveryOutcome::Sent {
+                    id: delivery.id,
+                    reply,
+                    at: self.clock.now(),
+                }
+            }
+            SendResult::Transient(error) => {
+                self.metrics
+                    .transient_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(delivery = delivery.id, attempt = delivery.attempts, %error, "temporary send failure");
+                self.transient(delivery, error)
+            }
+            SendResult::Permanent(error) => {
+                self.metrics
+                    .permanent_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(delivery = delivery.id, %error, "permanent send failure");
+                DeliveryOutcome::Failed {
+                    id: delivery.id,
+                    subscriber_id: delivery.subscriber_id,
+                    error,
+                    hard_bounce: true,
+                    at: self.clock.now(),
+                }
+            }
+        }
+    }
+
+    fn transient(&self, delivery: &ClaimedDelivery, error: String) -> DeliveryOutcome {
+        if delivery.attempts >= self.settings.max_attempts {
+            return DeliveryOutcome::Failed {
+                id: delivery.id,
+                subscriber_id: delivery.subscriber_id,
+                error: format!("gave up after {} attempts: {error}", delivery.attempts),
+                hard_bounce: false,
+                at: self.clock.now(),
+            };
+        }
+        let delay = retry_delay(self.settings.retry_base, delivery.attempts);
+        DeliveryOutcome::Retry {
+            id: delivery.id,
+            error,
+            next_attempt_at: self.clock.now()
+                + chrono::Duration::from_std(delay).unwrap_or_default(),
+        }
+    }
+
+    /// Writes outcomes in groups: whatever piled up while the last write ran.
+    async fn record(self: Arc<Self>, mut record_rx: mpsc::Receiver<Record>) {
+        while let Some(first) = record_rx.recv().await {
+            let mut outcomes = Vec::new();
+            let mut releases = Vec::new();
+            let mut next = Some(first);
+            while let Some(record) = next {
+                match record {
+                    Record::Outcome(outcome) => outcomes.push(outcome),
+                    Record::Release(id) => releases.push(id),
+                }
+                next = if outcomes.len() + releases.len() < MAX_OUTCOMES_PER_WRITE {
+                    record_rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.write_outcomes(&outcomes).await;
+            if !releases.is_empty() {
+                if let Err(error) = self.store.release_claims(&self.owner, &releases).await {
+                    tracing::error!(error = ?anyhow::Error::from(error), "releasing claims failed; their leases will expire");
+                }
+            }
+        }
+    }
+
+    async fn write_outcomes(&self, outcomes: &[DeliveryOutcome]) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.store.record_outcomes(&self.owner, outcomes).await {
+                Ok(applied) => {
+                    if applied < outcomes.len() as u64 {
+                        tracing::warn!(
+                            lost = outcomes.len() as u64 - applied,
+                            "some leases expired before their outcome was recorded"
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(error = ?anyhow::Error::from(error), "recording outcomes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!(
+            count = outcomes.len(),
+            "gave up recording outcomes; these deliveries will be retried when their lease expires"
+        );
+    }
+}
+
+/// A fresh lease owner name: host, process and a random suffix.
+pub fn new_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_secs(60);
+        for attempts in 1..=4u32 {
+            let expected = 60.0 * f64::from(1 << (attempts - 1));
+            let delay = retry_delay(base, attempts).as_secs_f64();
+            assert!(
+                delay >= expected * 0.8 && delay <= expected * 1.2,
+                "{attempts}: {delay}"
+            );
+        }
+        assert!(retry_delay(base, 30) <= MAX_RETRY_DELAY);
+    }
+}

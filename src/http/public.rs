@@ -1,0 +1,346 @@
+//! Public routes: the signup page, double opt-in and one-click unsubscribe.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ClientInfo, PageError, SharedState};
+use crate::delivery::compose::CONFIRMATION_TTL_HOURS;
+use crate::render::Page;
+use crate::store::{ConfirmOutcome, SignupOutcome, SignupRequest, UnsubscribeOutcome};
+use crate::subscribers::{EmailAddress, SubscriberName};
+use crate::tokens::TokenPurpose;
+
+fn page(
+    state: &SharedState,
+    status: StatusCode,
+    page: Page,
+    context: serde_json::Value,
+) -> Result<Response, PageError> {
+    let html = state.templates.page(page, context)?;
+    Ok((status, Html(html)).into_response())
+}
+
+fn error_page(
+    state: &SharedState,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    show_subscribe_link: bool,
+) -> Result<Response, PageError> {
+    page(
+        state,
+        status,
+        Page::Error,
+        json!({ "title": title, "message": message, "show_subscribe_link": show_subscribe_link }),
+    )
+}
+
+pub async fn signup_page(State(state): State<SharedState>) -> Result<Response, PageError> {
+    page(
+        &state,
+        StatusCode::OK,
+        Page::Signup,
+        json!({ "title": "Subscribe" }),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SubscribeForm {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    /// The honeypot: people never see it, bots fill it in.
+    #[serde(default)]
+    website: Option<String>,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    content_type.starts_with("application/json") || content_type.contains("+json")
+}
+
+/// One answer shape per kind of client: JSON for scripts, pages for people.
+struct SubscribeReply<'a> {
+    state: &'a SharedState,
+    json: bool,
+    form: &'a SubscribeForm,
+}
+
+impl SubscribeReply<'_> {
+    fn accepted(&self) -> Result<Response, PageError> {
+        if self.json {
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "status": "pending" }))).into_response());
+        }
+        page(
+            self.state,
+            StatusCode::ACCEPTED,
+            Page::Subscribed,
+            json!({ "title": "Check your inbox" }),
+        )
+    }
+
+    fn rejected(&self, status: StatusCode, message: &str) -> Result<Response, PageError> {
+        if self.json {
+            return Ok((status, Json(json!({ "error": message }))).into_response());
+        }
+        page(
+            self.state,
+            status,
+            Page::Signup,
+            json!({
+                "title": "Subscribe",
+                "error": message,
+                "email": self.form.email,
+                "name": self.form.name,
+            }),
+        )
+    }
+}
+
+pub async fn subscribe(
+    State(state): State<SharedState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let json = is_json(&headers);
+    let parsed: Result<SubscribeForm, String> = if json {
+        serde_json::from_slice(&body).map_err(|error| error.to_string())
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|error| error.to_string())
+    };
+    let unreadable = parsed.is_err();
+    let form = parsed.unwrap_or_default();
+    let reply = SubscribeReply {
+        state: &state,
+        json,
+        form: &form,
+    };
+    if unreadable {
+        return reply.rejected(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "We could not read that request. Send a form or JSON with an `email` field.",
+        );
+    }
+    if let (Some(limiter), Some(ip)) = (&state.signup_limiter, client.ip) {
+        if limiter.check_key(&ip).is_err() {
+            return reply.rejected(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many signups from your network. Please wait a while and try again.",
+            );
+        }
+    }
+    if form
+        .website
+        .as_deref()
+        .is_some_and(|text| !text.trim().is_empty())
+    {
+        tracing::info!("honeypot field filled in; signup ignored");
+        return reply.accepted();
+    }
+    let email = match EmailAddress::parse(form.email.as_deref().unwrap_or_default()) {
+        Ok(email) => email,
+        Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
+    };
+    let name = match SubscriberName::parse_optional(form.name.as_deref()) {
+        Ok(name) => name,
+        Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
+    };
+    let outcome = state
+        .store
+        .signup(SignupRequest {
+            email,
+            name,
+            consent: client.consent(),
+            now: state.clock.now(),
+            confirmation_ttl: chrono::Duration::hours(CONFIRMATION_TTL_HOURS),
+            resend_window: chrono::Duration::from_std(state.settings.http.confirmation_window)
+                .unwrap_or_default(),
+        })
+        .await?;
+    if let SignupOutcome::ConfirmationQueued { .. } = outcome {
+        state.wake_worker.notify_one();
+    }
+    // The same answer whatever the address's state, so nobody can probe the list.
+    reply.accepted()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+const LINK_NOT_FOUND: &str = "We could not find that link. It may have been copied incompletely. \
+    You can subscribe again below.";
+
+pub async fn confirm(
+    State(state): State<SharedState>,
+    client: ClientInfo,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, PageError> {
+    let confirmation_id = query
+        .token
+        .as_deref()
+        .and_then(|token| state.token_key.verify(TokenPurpose::Confirm, token));
+    let Some(confirmation_id) = confirmation_id else {
+        return error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            LINK_NOT_FOUND,
+            true,
+        );
+    };
+    match state
+        .store
+        .confirm(confirmation_id, client.consent(), state.clock.now())
+        .await?
+    {
+        ConfirmOutcome::Confirmed { .. } => page(
+            &state,
+            StatusCode::OK,
+            Page::Confirmed,
+            json!({ "title": "You're subscribed" }),
+        ),
+        ConfirmOutcome::Unknown => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            LINK_NOT_FOUND,
+            true,
+        ),
+        ConfirmOutcome::Expired => error_page(
+            &state,
+            StatusCode::GONE,
+            "This link has expired",
+            "Confirmation links work for 72 hours, and this one is older. Subscribe again \
+             and we will send you a fresh link.",
+            true,
+        ),
+        ConfirmOutcome::AlreadyUsed => error_page(
+            &state,
+            StatusCode::GONE,
+            "This link has already been used",
+            "Each confirmation link works once. If you confirmed already, you are all set. \
+             If not, subscribe again and we will send you a fresh link.",
+            true,
+        ),
+    }
+}
+
+fn unsubscribe_target(state: &SharedState, query: &TokenQuery) -> Option<i64> {
+    query
+        .token
+        .as_deref()
+        .and_then(|token| state.token_key.verify(TokenPurpose::Unsubscribe, token))
+}
+
+/// Shows a button and changes nothing: link scanners prefetch GETs.
+pub async fn unsubscribe_page(
+    State(state): State<SharedState>,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, PageError> {
+    let known = match unsubscribe_target(&state, &query) {
+        Some(subscriber_id) => state.store.subscriber_exists(subscriber_id).await?,
+        None => false,
+    };
+    if !known {
+        return error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            LINK_NOT_FOUND,
+            true,
+        );
+    }
+    page(
+        &state,
+        StatusCode::OK,
+        Page::Unsubscribe,
+        json!({ "title": "Unsubscribe", "token": query.token }),
+    )
+}
+
+/// RFC 8058 one-click: any body (or none), no cookies, no redirect.
+pub async fn unsubscribe(
+    State(state): State<SharedState>,
+    client: ClientInfo,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, PageError> {
+    let Some(subscriber_id) = unsubscribe_target(&state, &query) else {
+        return error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            LINK_NOT_FOUND,
+            true,
+        );
+    };
+    match state
+        .store
+        .unsubscribe(subscriber_id, client.consent(), state.clock.now())
+        .await?
+    {
+        UnsubscribeOutcome::Unknown => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            LINK_NOT_FOUND,
+            true,
+        ),
+        UnsubscribeOutcome::Unsubscribed | UnsubscribeOutcome::AlreadyUnsubscribed => page(
+            &state,
+            StatusCode::OK,
+            Page::Unsubscribed,
+            json!({ "title": "You're unsubscribed" }),
+        ),
+    }
+}
+
+pub async fn health(State(state): State<SharedState>) -> Response {
+    let answered =
+        tokio::time::timeout(std::time::Duration::from_secs(3), state.store.ping()).await;
+    match answered {
+        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
+        Ok(Err(error)) => {
+            tracing::error!(error = ?anyhow::Error::from(error), "health check: database did not answer");
+            unavailable()
+        }
+        Err(_) => {
+            tracing::error!("health check: database timed out");
+            unavailable()
+        }
+    }
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unavailable", "error": "the database is not answering" })),
+    )
+        .into_response()
+}
+
+pub async fn metrics(State(state): State<SharedState>) -> Result<Response, super::ApiError> {
+    let subscribers = state.store.subscriber_counts().await?;
+    let deliveries = state.store.delivery_counts().await?;
+    let next = state.scheduler.next_send_at().map(|at| at.timestamp());
+    let body = state.metrics.render(&subscribers, &deliveries, next);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,17 @@
+//! tidings: a self-hosted weekly email newsletter daemon.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod http;
+pub mod mailer;
+pub mod metrics;
+pub mod posts;
+pub mod render;
+pub mod schedule;
+pub mod store;
+pub mod subscribers;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,178 @@
+//! Sending one email: over SMTP with lettre's pooled async transport, or,
+//! when no SMTP server is configured, as an `.eml` file in the outbox folder.
+
+use std::path::PathBuf;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::SmtpSettings;
+
+/// What the far side said, sorted by what we should do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    /// The server took responsibility (250); its reply is kept as proof.
+    Accepted { reply: String },
+    /// 4xx, a timeout or a dropped connection: try again later.
+    Transient(String),
+    /// 5xx: this address will not take this message.
+    Permanent(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    #[error("smtp.url is not usable: {0}")]
+    Url(#[source] lettre::transport::smtp::Error),
+    #[error("cannot reach the SMTP server: {0}")]
+    Connect(String),
+    #[error("cannot use the outbox folder {path}: {source}")]
+    Outbox {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub enum Mailer {
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        display: String,
+    },
+    Outbox {
+        dir: PathBuf,
+    },
+}
+
+impl Mailer {
+    pub fn from_settings(settings: &SmtpSettings) -> Result<Self, MailerError> {
+        let Some(url) = &settings.url else {
+            std::fs::create_dir_all(&settings.outbox_dir).map_err(|source| {
+                MailerError::Outbox {
+                    path: settings.outbox_dir.display().to_string(),
+                    source,
+                }
+            })?;
+            return Ok(Mailer::Outbox {
+                dir: settings.outbox_dir.clone(),
+            });
+        };
+        let pool = PoolConfig::new()
+            .max_size(settings.concurrency as u32)
+            .idle_timeout(std::time::Duration::from_secs(30));
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(MailerError::Url)?
+            .pool_config(pool)
+            .timeout(Some(settings.timeout))
+            .build();
+        Ok(Mailer::Smtp {
+            transport,
+            display: redact_url(url),
+        })
+    }
+
+    /// Where emails go, for the start-up log line; never shows a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Mailer::Smtp { display, .. } => format!("SMTP server {display}"),
+            Mailer::Outbox { dir } => format!(".eml files in {}/", dir.display()),
+        }
+    }
+
+    /// Opens (and closes) a connection, for `tidings check`.
+    pub async fn verify(&self) -> Result<(), MailerError> {
+        match self {
+            Mailer::Smtp { transport, .. } => match transport.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(MailerError::Connect(
+                    "the server did not answer NOOP".into(),
+                )),
+                Err(error) => Err(MailerError::Connect(error.to_string())),
+            },
+            Mailer::Outbox { dir } => {
+                let probe = dir.join(".tidings-write-test");
+                std::fs::write(&probe, b"ok")
+                    .and_then(|_| std::fs::remove_file(&probe))
+                    .map_err(|source| MailerError::Outbox {
+                        path: dir.display().to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    pub async fn send(&self, envelope: &Envelope, message: &[u8], file_stem: &str) -> SendResult {
+        match self {
+            Mailer::Smtp { transport, .. } => match transport.send_raw(envelope, message).await {
+                Ok(response) => SendResult::Accepted {
+                    reply: format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    ),
+                },
+                Err(error) if error.is_permanent() => SendResult::Permanent(describe_error(&error)),
+                Err(error) => SendResult::Transient(describe_error(&error)),
+            },
+            Mailer::Outbox { dir } => write_eml(dir, file_stem, message).await,
+        }
+    }
+}
+
+fn describe_error(error: &lettre::transport::smtp::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Written to a temporary name first, so a reader never sees half a file.
+async fn write_eml(dir: &std::path::Path, file_stem: &str, message: &[u8]) -> SendResult {
+    let stem: String = file_stem
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    let final_path = dir.join(format!("{stem}.eml"));
+    let temporary = dir.join(format!(".{stem}.eml.tmp"));
+    let written = async {
+        tokio::fs::write(&temporary, message).await?;
+        tokio::fs::rename(&temporary, &final_path).await
+    }
+    .await;
+    match written {
+        Ok(()) => SendResult::Accepted {
+            reply: format!("250 written to {}", final_path.display()),
+        },
+        Err(error) => {
+            SendResult::Transient(format!("cannot write {}: {error}", final_path.display()))
+        }
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("****"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        let shown = redact_url("smtp://user:secret@mail.example.com:587");
+        assert!(!shown.contains("secret"));
+        assert!(shown.contains("mail.example.com:587"));
+    }
+}

@@ -1,0 +1,327 @@
+//! Rendering: Handlebars templates for pages and emails, and Markdown posts
+//! turned into email HTML and readable plain text.
+
+use std::path::Path;
+
+use handlebars::Handlebars;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::NewsletterSettings;
+
+pub mod markdown;
+
+/// Every template we ship, by registered name. `templates.dir` may override
+/// any of them with a file of the same name plus `.hbs`.
+const BUILT_IN: [(&str, &str); 13] = [
+    (
+        "layout.html",
+        include_str!("../../templates/layout.html.hbs"),
+    ),
+    (
+        "signup.html",
+        include_str!("../../templates/signup.html.hbs"),
+    ),
+    (
+        "subscribed.html",
+        include_str!("../../templates/subscribed.html.hbs"),
+    ),
+    (
+        "confirmed.html",
+        include_str!("../../templates/confirmed.html.hbs"),
+    ),
+    (
+        "unsubscribe.html",
+        include_str!("../../templates/unsubscribe.html.hbs"),
+    ),
+    (
+        "unsubscribed.html",
+        include_str!("../../templates/unsubscribed.html.hbs"),
+    ),
+    ("error.html", include_str!("../../templates/error.html.hbs")),
+    (
+        "email_layout.html",
+        include_str!("../../templates/email_layout.html.hbs"),
+    ),
+    (
+        "email_layout.txt",
+        include_str!("../../templates/email_layout.txt.hbs"),
+    ),
+    (
+        "confirm.html",
+        include_str!("../../templates/confirm.html.hbs"),
+    ),
+    (
+        "confirm.txt",
+        include_str!("../../templates/confirm.txt.hbs"),
+    ),
+    ("issue.html", include_str!("../../templates/issue.html.hbs")),
+    ("issue.txt", include_str!("../../templates/issue.txt.hbs")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {name}: {source}")]
+    Template {
+        name: String,
+        #[source]
+        source: Box<handlebars::TemplateError>,
+    },
+    #[error("template {name}: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {name} failed to render: {source}")]
+    Render {
+        name: String,
+        #[source]
+        source: Box<handlebars::RenderError>,
+    },
+}
+
+/// Web pages rendered from templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Signup,
+    Subscribed,
+    Confirmed,
+    Unsubscribe,
+    Unsubscribed,
+    Error,
+}
+
+impl Page {
+    const ALL: [Page; 6] = [
+        Page::Signup,
+        Page::Subscribed,
+        Page::Confirmed,
+        Page::Unsubscribe,
+        Page::Unsubscribed,
+        Page::Error,
+    ];
+
+    fn template(self) -> &'static str {
+        match self {
+            Page::Signup => "signup.html",
+            Page::Subscribed => "subscribed.html",
+            Page::Confirmed => "confirmed.html",
+            Page::Unsubscribe => "unsubscribe.html",
+            Page::Unsubscribed => "unsubscribed.html",
+            Page::Error => "error.html",
+        }
+    }
+}
+
+/// Emails rendered as an HTML and a text part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailKind {
+    Confirm,
+    Issue,
+}
+
+impl EmailKind {
+    fn templates(self) -> (&'static str, &'static str) {
+        match self {
+            EmailKind::Confirm => ("confirm.html", "confirm.txt"),
+            EmailKind::Issue => ("issue.html", "issue.txt"),
+        }
+    }
+}
+
+pub struct RenderedEmail {
+    pub html: String,
+    pub text: String,
+}
+
+pub struct Templates {
+    html: Handlebars<'static>,
+    text: Handlebars<'static>,
+    newsletter: Value,
+}
+
+impl Templates {
+    /// Compiles the built-in templates, overridden file by file from `dir`,
+    /// then renders each once with sample data, so a broken template stops
+    /// the daemon at start instead of in the middle of a send.
+    pub fn load(dir: &Path, newsletter: &NewsletterSettings) -> Result<Self, RenderError> {
+        let mut html = Handlebars::new();
+        let mut text = Handlebars::new();
+        html.set_strict_mode(true);
+        text.set_strict_mode(true);
+        text.register_escape_fn(handlebars::no_escape);
+        for (name, built_in) in BUILT_IN {
+            let path = dir.join(format!("{name}.hbs"));
+            let source = if path.is_file() {
+                std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+                    name: name.to_owned(),
+                    path: path.display().to_string(),
+                    source,
+                })?
+            } else {
+                built_in.to_owned()
+            };
+            let registry = if name.ends_with(".txt") {
+                &mut text
+            } else {
+                &mut html
+            };
+            registry
+                .register_template_string(name, source)
+                .map_err(|source| RenderError::Template {
+                    name: format!("{name}.hbs"),
+                    source: Box::new(source),
+                })?;
+        }
+        let templates = Self {
+            html,
+            text,
+            newsletter: json!({
+                "name": newsletter.name,
+                "base_url": newsletter.base_url,
+                "postal_address": newsletter.postal_address,
+            }),
+        };
+        templates.check()?;
+        Ok(templates)
+    }
+
+    fn check(&self) -> Result<(), RenderError> {
+        for page in Page::ALL {
+            self.page(page, sample_context())?;
+        }
+        for kind in [EmailKind::Confirm, EmailKind::Issue] {
+            self.email(kind, sample_context())?;
+        }
+        Ok(())
+    }
+
+    fn with_newsletter(&self, context: Value) -> Value {
+        let mut context = context;
+        if let Value::Object(map) = &mut context {
+            map.insert("newsletter".into(), self.newsletter.clone());
+        }
+        context
+    }
+
+    pub fn page(&self, page: Page, context: impl Serialize) -> Result<String, RenderError> {
+        let context = self.with_newsletter(serde_json::to_value(context).unwrap_or(Value::Null));
+        render(&self.html, page.template(), &context)
+    }
+
+    pub fn email(
+        &self,
+        kind: EmailKind,
+        context: impl Serialize,
+    ) -> Result<RenderedEmail, RenderError> {
+        let context = self.with_newsletter(serde_json::to_value(context).unwrap_or(Value::Null));
+        let (html_name, text_name) = kind.templates();
+        Ok(RenderedEmail {
+            html: render(&self.html, html_name, &context)?,
+            text: render(&self.text, text_name, &context)?,
+        })
+    }
+}
+
+fn render(
+    registry: &Handlebars<'static>,
+    name: &str,
+    context: &Value,
+) -> Result<String, RenderError> {
+    registry
+        .render(name, context)
+        .map_err(|source| RenderError::Render {
+            name: format!("{name}.hbs"),
+            source: Box::new(source),
+        })
+}
+
+/// Every variable any shipped template may use, so strict mode catches a
+/// template that asks for something we never provide.
+fn sample_context() -> Value {
+    json!({
+        "title": "Sample",
+        "error": "Sample error",
+        "email": "reader@example.com",
+        "name": "Reader",
+        "token": "token",
+        "message": "Sample message",
+        "show_subscribe_link": true,
+        "confirm_url": "http://example.com/confirm?token=t",
+        "expires_hours": 72,
+        "subject": "Sample subject",
+        "issue_number": 1,
+        "body_html": "<p>Body</p>",
+        "body_text": "Body",
+        "unsubscribe_url": "http://example.com/unsubscribe?token=t",
+        "preheader": "Sample preheader",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn newsletter() -> NewsletterSettings {
+        crate::config::load(None).unwrap().newsletter
+    }
+
+    #[test]
+    fn built_in_templates_compile_and_render() {
+        let templates = Templates::load(Path::new("/nonexistent"), &newsletter()).unwrap();
+        let page = templates
+            .page(Page::Signup, json!({"title": "Subscribe"}))
+            .unwrap();
+        assert!(page.contains("name=\"website\""), "honeypot field");
+        assert!(page.contains("help my coalition succeed"));
+        let email = templates
+            .email(
+                EmailKind::Confirm,
+                json!({"title": "Confirm", "confirm_url": "http://x/confirm?token=abc", "expires_hours": 72}),
+            )
+            .unwrap();
+        assert!(email.text.contains("http://x/confirm?token=abc"));
+        assert!(
+            !email.text.contains("&#x3D;"),
+            "text part is not HTML-escaped"
+        );
+    }
+
+    #[test]
+    fn a_broken_override_is_caught_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("issue.html.hbs"), "{{#if subject}}unclosed").unwrap();
+        let error = Templates::load(dir.path(), &newsletter())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("issue.html"), "{error}");
+        std::fs::write(dir.path().join("issue.html.hbs"), "{{no_such_variable}}").unwrap();
+        let error = Templates::load(dir.path(), &newsletter())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("issue.html"), "{error}");
+    }
+
+    #[test]
+    fn an_override_replaces_one_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("confirmed.html.hbs"),
+            "{{#> layout.html}}<p>Custom welcome</p>{{/layout.html}}",
+        )
+        .unwrap();
+        let templates = Templates::load(dir.path(), &newsletter()).unwrap();
+        let page = templates
+            .page(Page::Confirmed, json!({"title": "Welcome"}))
+            .unwrap();
+        assert!(page.contains("Custom welcome"));
+        let signup = templates
+            .page(Page::Signup, json!({"title": "Subscribe"}))
+            .unwrap();
+        assert!(signup.contains("name=\"website\""));
+    }
+}

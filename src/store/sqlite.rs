@@ -1,0 +1,978 @@
+//! The embedded backend. Write transactions start with `BEGIN IMMEDIATE`, so
+//! two writers queue on the busy timeout instead of failing on a lock
+//! upgrade. Times are stored as epoch milliseconds.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::*;
+use crate::posts::PostStatus;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+fn from_millis(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(value).unwrap_or_default()
+}
+
+/// A version-4 UUID made inside SQLite, so fan-out never leaves the database.
+const SQL_UUID: &str = "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' \
+    || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) \
+    || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))";
+
+const POST_COLUMNS: &str = "id, subject, body_markdown, position, status, created_at, sent_at";
+
+type PostRow = (i64, String, String, i64, String, i64, Option<i64>);
+
+fn post_from_row(row: PostRow) -> StoreResult<Post> {
+    let (id, subject, body_markdown, position, status, created_at, sent_at) = row;
+    Ok(Post {
+        id,
+        subject,
+        body_markdown,
+        position,
+        status: PostStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("post status `{status}`")))?,
+        created_at: from_millis(created_at),
+        sent_at: sent_at.map(from_millis),
+    })
+}
+
+fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("integers serialise")
+}
+
+impl SqliteStore {
+    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(&settings.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a process crash; only an OS crash can
+            // lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-8000");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn write(&self) -> StoreResult<Tx> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn record_consent(
+    tx: &mut Tx,
+    subscriber_id: i64,
+    email: &str,
+    kind: &str,
+    consent: &ConsentContext,
+    detail: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO consent_events (subscriber_id, email, kind, occurred_at, ip, user_agent, detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(subscriber_id)
+    .bind(email)
+    .bind(kind)
+    .bind(millis(now))
+    .bind(consent.ip.as_deref())
+    .bind(consent.user_agent.as_deref())
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A confirmation request and its email, in the caller's transaction.
+async fn queue_confirmation(
+    tx: &mut Tx,
+    subscriber_id: i64,
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+) -> StoreResult<i64> {
+    let (confirmation_id,): (i64,) = sqlx::query_as(
+        "INSERT INTO confirmations (subscriber_id, created_at, expires_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(subscriber_id)
+    .bind(millis(now))
+    .bind(millis(now + ttl))
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO deliveries (kind, priority, subscriber_id, confirmation_id, message_id, status, \
+         next_attempt_at, created_at) VALUES ('confirmation', 0, ?, ?, ?, 'pending', ?, ?)",
+    )
+    .bind(subscriber_id)
+    .bind(confirmation_id)
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(millis(now))
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE subscribers SET last_confirmation_sent_at = ? WHERE id = ?")
+        .bind(millis(now))
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(confirmation_id)
+}
+
+async fn count_by_status(
+    pool: &SqlitePool,
+    sql: &str,
+    bind: Option<i64>,
+) -> StoreResult<Vec<(String, i64)>> {
+    let mut query = sqlx::query_as::<_, (String, i64)>(sql);
+    if let Some(value) = bind {
+        query = query.bind(value);
+    }
+    Ok(query.fetch_all(pool).await?)
+}
+
+/// Rewrites the positions of unsent posts so `moved` sits at `place`
+/// (1-based among unsent posts), after every sent post.
+async fn reorder_queue(tx: &mut Tx, moved: i64, place: i64) -> StoreResult<()> {
+    let (after_sent,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(position), 0) FROM posts WHERE status = 'sent'")
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut queued: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM posts WHERE status = 'queued' AND id != ? ORDER BY position, id",
+    )
+    .bind(moved)
+    .fetch_all(&mut **tx)
+    .await?;
+    let index = (place.max(1) as usize - 1).min(queued.len());
+    queued.insert(index, moved);
+    for (offset, id) in queued.iter().enumerate() {
+        sqlx::query("UPDATE posts SET position = ? WHERE id = ?")
+            .bind(after_sent + offset as i64 + 1)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn fetch_post(tx: &mut Tx, post_id: i64) -> StoreResult<Option<Post>> {
+    let row: Option<PostRow> =
+        sqlx::query_as(&format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ?"))
+            .bind(post_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    row.map(post_from_row).transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn token_key(&self) -> StoreResult<TokenKey> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(TokenKey::generate().to_vec())
+        .execute(&self.pool)
+        .await?;
+        let bytes: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'token_key'")
+                .fetch_one(&self.pool)
+                .await?;
+        TokenKey::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt("token key length".into()))
+    }
+
+    async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
+        let mut tx = self.write().await?;
+        let existing: Option<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = ?",
+        )
+        .bind(request.email.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let name = request.name.as_ref().map(SubscriberName::as_str);
+        let subscriber_id = match existing {
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO subscribers (email, name, status, created_at) \
+                     VALUES (?, ?, 'pending', ?) RETURNING id",
+                )
+                .bind(request.email.as_str())
+                .bind(name)
+                .bind(millis(request.now))
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            Some((_, status, _)) if status == "confirmed" => {
+                return Ok(SignupOutcome::AlreadyConfirmed)
+            }
+            Some((_, _, Some(last_sent)))
+                if last_sent > millis(request.now - request.resend_window) =>
+            {
+                return Ok(SignupOutcome::RecentlySent)
+            }
+            Some((id, _, _)) => {
+                sqlx::query(
+                    "UPDATE subscribers SET status = 'pending', name = COALESCE(?, name) WHERE id = ?",
+                )
+                .bind(name)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        record_consent(
+            &mut tx,
+            subscriber_id,
+            request.email.as_str(),
+            "signup",
+            &request.consent,
+            None,
+            request.now,
+        )
+        .await?;
+        queue_confirmation(
+            &mut tx,
+            subscriber_id,
+            request.now,
+            request.confirmation_ttl,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(SignupOutcome::ConfirmationQueued { subscriber_id })
+    }
+
+    async fn confirm(
+        &self,
+        confirmation_id: i64,
+        consent: ConsentContext,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ConfirmOutcome> {
+        let mut tx = self.write().await?;
+        let row: Option<(i64, i64, Option<i64>, String, String)> = sqlx::query_as(
+            "SELECT c.subscriber_id, c.expires_at, c.used_at, s.email, s.status \
+             FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id WHERE c.id = ?",
+        )
+        .bind(confirmation_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((subscriber_id, expires_at, used_at, email, status)) = row else {
+            return Ok(ConfirmOutcome::Unknown);
+        };
+        if used_at.is_some() {
+            return Ok(ConfirmOutcome::AlreadyUsed);
+        }
+        if expires_at <= millis(now) {
+            return Ok(ConfirmOutcome::Expired);
+        }
+        sqlx::query("UPDATE confirmations SET used_at = ? WHERE id = ?")
+            .bind(millis(now))
+            .bind(confirmation_id)
+            .execute(&mut *tx)
+            .await?;
+        if status != "confirmed" {
+            sqlx::query(
+                "UPDATE subscribers SET status = 'confirmed', confirmed_at = ?, bounce_count = 0 \
+                 WHERE id = ?",
+            )
+            .bind(millis(now))
+            .bind(subscriber_id)
+            .execute(&mut *tx)
+            .await?;
+            record_consent(
+                &mut tx,
+                subscriber_id,
+                &email,
+                "confirm",
+                &consent,
+                None,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ConfirmOutcome::Confirmed { subscriber_id })
+    }
+
+    async fn subscriber_exists(&self, subscriber_id: i64) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM subscribers WHERE id = ?")
+            .bind(subscriber_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn unsubscribe(
+        &self,
+        subscriber_id: i64,
+        consent: ConsentContext,
+        now: DateTime<Utc>,
+    ) -> StoreResult<UnsubscribeOutcome> {
+        let mut tx = self.write().await?;
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT email, status FROM subscribers WHERE id = ?")
+                .bind(subscriber_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((email, status)) = row else {
+            return Ok(UnsubscribeOutcome::Unknown);
+        };
+        if status == "unsubscribed" {
+            return Ok(UnsubscribeOutcome::AlreadyUnsubscribed);
+        }
+        sqlx::query(
+            "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ? WHERE id = ?",
+        )
+        .bind(millis(now))
+        .bind(subscriber_id)
+        .execute(&mut *tx)
+        .await?;
+        // An older confirmation link must not undo this.
+        sqlx::query(
+            "UPDATE confirmations SET used_at = ? WHERE subscriber_id = ? AND used_at IS NULL",
+        )
+        .bind(millis(now))
+        .bind(subscriber_id)
+        .execute(&mut *tx)
+        .await?;
+        record_consent(
+            &mut tx,
+            subscriber_id,
+            &email,
+            "unsubscribe",
+            &consent,
+            None,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(UnsubscribeOutcome::Unsubscribed)
+    }
+
+    async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome> {
+        let mut tx = self.write().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM subscribers WHERE email = ?")
+            .bind(subscriber.email.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Ok(AddOutcome::AlreadyExists);
+        }
+        let now = subscriber.now;
+        let confirmed = subscriber.status == SubscriberStatus::Confirmed;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO subscribers (email, name, status, created_at, confirmed_at, unsubscribed_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(subscriber.email.as_str())
+        .bind(subscriber.name.as_ref().map(SubscriberName::as_str))
+        .bind(subscriber.status.as_str())
+        .bind(millis(now))
+        .bind(confirmed.then(|| millis(now)))
+        .bind((subscriber.status == SubscriberStatus::Unsubscribed).then(|| millis(now)))
+        .fetch_one(&mut *tx)
+        .await?;
+        let detail = format!("source={} status={}", subscriber.source, subscriber.status);
+        record_consent(
+            &mut tx,
+            id,
+            subscriber.email.as_str(),
+            "operator_add",
+            &ConsentContext::default(),
+            Some(&detail),
+            now,
+        )
+        .await?;
+        let confirmation_queued = subscriber.status == SubscriberStatus::Pending;
+        if confirmation_queued {
+            queue_confirmation(&mut tx, id, now, subscriber.confirmation_ttl).await?;
+        }
+        tx.commit().await?;
+        Ok(AddOutcome::Added {
+            id,
+            confirmation_queued,
+        })
+    }
+
+    async fn list_subscribers(&self, query: SubscriberQuery) -> StoreResult<Vec<Subscriber>> {
+        let rows: Vec<(i64, String, Option<String>, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, email, name, status, created_at, confirmed_at FROM subscribers \
+             WHERE (?1 IS NULL OR status = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(query.status.map(SubscriberStatus::as_str))
+        .bind(query.after.unwrap_or(0))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, email, name, status, created_at, confirmed_at)| {
+                Ok(Subscriber {
+                    id,
+                    email,
+                    name,
+                    status: parse_subscriber_status(&status)?,
+                    created_at: from_millis(created_at),
+                    confirmed_at: confirmed_at.map(from_millis),
+                })
+            })
+            .collect()
+    }
+
+    async fn subscriber_counts(&self) -> StoreResult<SubscriberCounts> {
+        let mut counts = SubscriberCounts::default();
+        for (status, count) in count_by_status(
+            &self.pool,
+            "SELECT status, COUNT(*) FROM subscribers GROUP BY status",
+            None,
+        )
+        .await?
+        {
+            counts.add(parse_subscriber_status(&status)?, count);
+        }
+        Ok(counts)
+    }
+
+    async fn bulk_insert_confirmed(
+        &self,
+        count: u64,
+        prefix: &str,
+        domain: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.write().await?;
+        let result = sqlx::query(
+            "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < ?1) \
+             INSERT INTO subscribers (email, status, created_at, confirmed_at) \
+             SELECT ?2 || n || '@' || ?3, 'confirmed', ?4, ?4 FROM seq WHERE true \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(count as i64)
+        .bind(prefix)
+        .bind(domain)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn seed_posts_if_empty(
+        &self,
+        posts: &[NewPost],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut tx = self.write().await?;
+        let (existing,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing > 0 {
+            return Ok(0);
+        }
+        for (index, post) in posts.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO posts (subject, body_markdown, position, status, created_at) \
+                 VALUES (?, ?, ?, 'queued', ?)",
+            )
+            .bind(post.subject.as_str())
+            .bind(&post.body_markdown)
+            .bind(index as i64 + 1)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(posts.len())
+    }
+
+    async fn insert_post(&self, post: &NewPost, now: DateTime<Utc>) -> StoreResult<Post> {
+        let mut tx = self.write().await?;
+        let row: PostRow = sqlx::query_as(&format!(
+            "INSERT INTO posts (subject, body_markdown, position, status, created_at) \
+             SELECT ?, ?, COALESCE(MAX(position), 0) + 1, 'queued', ? FROM posts \
+             RETURNING {POST_COLUMNS}"
+        ))
+        .bind(post.subject.as_str())
+        .bind(&post.body_markdown)
+        .bind(millis(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        post_from_row(row)
+    }
+
+    async fn list_posts(&self) -> StoreResult<Vec<Post>> {
+        let rows: Vec<PostRow> = sqlx::query_as(&format!(
+            "SELECT {POST_COLUMNS} FROM posts ORDER BY position, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(post_from_row).collect()
+    }
+
+    async fn get_post(&self, post_id: i64) -> StoreResult<Option<Post>> {
+        let row: Option<PostRow> =
+            sqlx::query_as(&format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ?"))
+                .bind(post_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(post_from_row).transpose()
+    }
+
+    async fn post_for_render(&self, post_id: i64) -> StoreResult<Option<PostForRender>> {
+        let Some(post) = self.get_post(post_id).await? else {
+            return Ok(None);
+        };
+        let (ordinal,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM posts WHERE position < ?1 OR (position = ?1 AND id <= ?2)",
+        )
+        .bind(post.position)
+        .bind(post.id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(PostForRender { post, ordinal }))
+    }
+
+    async fn update_post(&self, post_id: i64, changes: PostChanges) -> StoreResult<PostEdit> {
+        let mut tx = self.write().await?;
+        let Some(post) = fetch_post(&mut tx, post_id).await? else {
+            return Ok(PostEdit::NotFound);
+        };
+        if post.status == PostStatus::Sent {
+            return Ok(PostEdit::AlreadySent);
+        }
+        sqlx::query(
+            "UPDATE posts SET subject = COALESCE(?, subject), body_markdown = COALESCE(?, body_markdown) \
+             WHERE id = ?",
+        )
+        .bind(changes.subject.as_ref().map(PostSubject::as_str))
+        .bind(changes.body_markdown.as_deref())
+        .bind(post_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(place) = changes.position {
+            reorder_queue(&mut tx, post_id, place).await?;
+        }
+        let updated = fetch_post(&mut tx, post_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("post vanished during update".into()))?;
+        tx.commit().await?;
+        Ok(PostEdit::Updated(updated))
+    }
+
+    async fn delete_post(&self, post_id: i64) -> StoreResult<PostEdit> {
+        let mut tx = self.write().await?;
+        let Some(post) = fetch_post(&mut tx, post_id).await? else {
+            return Ok(PostEdit::NotFound);
+        };
+        if post.status == PostStatus::Sent {
+            return Ok(PostEdit::AlreadySent);
+        }
+        sqlx::query("DELETE FROM posts WHERE id = ?")
+            .bind(post_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(PostEdit::Deleted)
+    }
+
+    async fn post_counts(&self) -> StoreResult<PostCounts> {
+        let mut counts = PostCounts::default();
+        for (status, count) in count_by_status(
+            &self.pool,
+            "SELECT status, COUNT(*) FROM posts GROUP BY status",
+            None,
+        )
+        .await?
+        {
+            match status.as_str() {
+                "queued" => counts.queued = count,
+                "sent" => counts.sent = count,
+                other => return Err(StoreError::Corrupt(format!("post status `{other}`"))),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn create_issue(&self, issue: NewIssue) -> StoreResult<CreateIssueOutcome> {
+        let mut tx = self.write().await?;
+        let now = millis(issue.now);
+        let created: Option<(i64, i64)> = sqlx::query_as(
+            "INSERT INTO issues (slot_key, slot_at, mode, number, created_at) \
+             VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM issues), ?) \
+             ON CONFLICT (slot_key) DO NOTHING RETURNING id, number",
+        )
+        .bind(&issue.slot_key)
+        .bind(issue.slot_at.map(millis))
+        .bind(issue.mode.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((issue_id, number)) = created else {
+            return Ok(CreateIssueOutcome::SlotTaken);
+        };
+        let (post_id, recipients) = match issue.mode {
+            ScheduleMode::Broadcast => {
+                let next: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM posts WHERE status = 'queued' ORDER BY position, id LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(post_id) = next else {
+                    return Ok(CreateIssueOutcome::NothingToSend);
+                };
+                let fan_out = sqlx::query(&format!(
+                    "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
+                     status, next_attempt_at, created_at) \
+                     SELECT 'issue', 1, id, ?1, ?2, {SQL_UUID}, 'pending', ?3, ?3 \
+                     FROM subscribers WHERE status = 'confirmed' ON CONFLICT DO NOTHING"
+                ))
+                .bind(issue_id)
+                .bind(post_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                (Some(post_id), fan_out.rows_affected())
+            }
+            ScheduleMode::Sequence => {
+                let fan_out = sqlx::query(&format!(
+                    "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
+                     status, next_attempt_at, created_at) \
+                     SELECT 'issue', 1, due.subscriber_id, ?1, due.post_id, {SQL_UUID}, 'pending', ?2, ?2 \
+                     FROM (SELECT s.id AS subscriber_id, \
+                             (SELECT p.id FROM posts p WHERE NOT EXISTS \
+                                 (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.post_id = p.id) \
+                              ORDER BY p.position, p.id LIMIT 1) AS post_id \
+                           FROM subscribers s WHERE s.status = 'confirmed') AS due \
+                     WHERE due.post_id IS NOT NULL ON CONFLICT DO NOTHING"
+                ))
+                .bind(issue_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                (None, fan_out.rows_affected())
+            }
+        };
+        // Nobody to send to: keep the post for when there is an audience.
+        if recipients == 0 {
+            return Ok(CreateIssueOutcome::NothingToSend);
+        }
+        sqlx::query(
+            "UPDATE posts SET status = 'sent', sent_at = COALESCE(sent_at, ?1) \
+             WHERE status = 'queued' AND id IN (SELECT DISTINCT post_id FROM deliveries WHERE issue_id = ?2)",
+        )
+        .bind(now)
+        .bind(issue_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE issues SET post_id = ?, recipients = ? WHERE id = ?")
+            .bind(post_id)
+            .bind(recipients as i64)
+            .bind(issue_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(CreateIssueOutcome::Created(IssueCreated {
+            issue_id,
+            post_id,
+            number,
+            recipients,
+        }))
+    }
+
+    async fn issue_meta(&self, issue_id: i64) -> StoreResult<Option<IssueMeta>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT number, mode FROM issues WHERE id = ?")
+                .bind(issue_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(number, mode)| {
+            Ok(IssueMeta {
+                number,
+                mode: parse_mode(&mode)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn issue_progress(&self, issue_id: i64) -> StoreResult<DeliveryCounts> {
+        let mut counts = DeliveryCounts::default();
+        for (status, count) in count_by_status(
+            &self.pool,
+            "SELECT status, COUNT(*) FROM deliveries WHERE issue_id = ? GROUP BY status",
+            Some(issue_id),
+        )
+        .await?
+        {
+            counts.add(parse_delivery_status(&status)?, count);
+        }
+        Ok(counts)
+    }
+
+    async fn latest_scheduled_slot(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(slot_at) FROM issues WHERE slot_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(latest.map(from_millis))
+    }
+
+    async fn reclaim_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
+             WHERE status = 'sending' AND lease_until < ?",
+        )
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+        type ClaimRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>, String, i64);
+        let claimed: Vec<ClaimRow> = sqlx::query_as(
+            "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2, \
+             attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
+                          ORDER BY priority, next_attempt_at, id LIMIT ?4) \
+             RETURNING id, subscriber_id, issue_id, post_id, confirmation_id, message_id, attempts",
+        )
+        .bind(&request.owner)
+        .bind(millis(request.lease_until))
+        .bind(millis(request.now))
+        .bind(i64::from(request.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let subscriber_ids: Vec<i64> = claimed.iter().map(|row| row.1).collect();
+        let subscribers: HashMap<i64, (String, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, email, name, status FROM subscribers \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids_json(&subscriber_ids))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(
+            |(id, email, name, status): (i64, String, Option<String>, String)| {
+                (id, (email, name, status))
+            },
+        )
+        .collect();
+        claimed
+            .into_iter()
+            .map(
+                |(id, subscriber_id, issue_id, post_id, confirmation_id, message_id, attempts)| {
+                    let (email, name, status) =
+                        subscribers.get(&subscriber_id).cloned().ok_or_else(|| {
+                            StoreError::Corrupt(format!("delivery {id} has no subscriber"))
+                        })?;
+                    let payload = match (issue_id, post_id, confirmation_id) {
+                        (Some(issue_id), Some(post_id), _) => {
+                            DeliveryPayload::Issue { issue_id, post_id }
+                        }
+                        (_, _, Some(confirmation_id)) => {
+                            DeliveryPayload::Confirmation { confirmation_id }
+                        }
+                        _ => {
+                            return Err(StoreError::Corrupt(format!(
+                                "delivery {id} has no payload"
+                            )))
+                        }
+                    };
+                    Ok(ClaimedDelivery {
+                        id,
+                        subscriber_id,
+                        email,
+                        name,
+                        subscriber_status: parse_subscriber_status(&status)?,
+                        message_id,
+                        attempts: attempts as u32,
+                        payload,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn record_outcomes(&self, owner: &str, outcomes: &[DeliveryOutcome]) -> StoreResult<u64> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write().await?;
+        let mut applied = 0;
+        for outcome in outcomes {
+            let result = match outcome {
+                DeliveryOutcome::Sent { id, reply, at } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'sent', smtp_reply = ?, sent_at = ?, \
+                         last_error = NULL, lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+                    )
+                    .bind(reply)
+                    .bind(millis(*at))
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                DeliveryOutcome::Retry {
+                    id,
+                    error,
+                    next_attempt_at,
+                } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'pending', last_error = ?, next_attempt_at = ?, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+                    )
+                    .bind(error)
+                    .bind(millis(*next_attempt_at))
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                DeliveryOutcome::Failed { id, error, .. } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'failed', last_error = ?, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+                    )
+                    .bind(error)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                DeliveryOutcome::Skipped { id, reason } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'skipped', last_error = ?, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+                    )
+                    .bind(reason)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?
+                }
+            };
+            let held = result.rows_affected();
+            applied += held;
+            if let DeliveryOutcome::Failed {
+                subscriber_id,
+                hard_bounce: true,
+                at,
+                error,
+                ..
+            } = outcome
+            {
+                if held == 1 {
+                    count_hard_bounce(&mut tx, *subscriber_id, error, *at).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn release_claims(&self, owner: &str, delivery_ids: &[i64]) -> StoreResult<u64> {
+        if delivery_ids.is_empty() {
+            return Ok(0);
+        }
+        let result = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
+             lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = ? AND status = 'sending' AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(owner)
+        .bind(ids_json(delivery_ids))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
+        let mut counts = DeliveryCounts::default();
+        for (status, count) in count_by_status(
+            &self.pool,
+            "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
+            None,
+        )
+        .await?
+        {
+            counts.add(parse_delivery_status(&status)?, count);
+        }
+        Ok(counts)
+    }
+}
+
+/// Counts a 5xx against the subscriber; the third one marks them bounced.
+async fn count_hard_bounce(
+    tx: &mut Tx,
+    subscriber_id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let (email, bounces, status): (String, i64, String) = sqlx::query_as(
+        "UPDATE subscribers SET bounce_count = bounce_count + 1, \
+         status = CASE WHEN bounce_count + 1 >= ?1 AND status = 'confirmed' THEN 'bounced' ELSE status END \
+         WHERE id = ?2 RETURNING email, bounce_count, status",
+    )
+    .bind(HARD_BOUNCE_LIMIT)
+    .bind(subscriber_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if bounces == HARD_BOUNCE_LIMIT && status == "bounced" {
+        let detail = format!("after {bounces} hard bounces; last: {error}");
+        record_consent(
+            tx,
+            subscriber_id,
+            &email,
+            "bounced",
+            &ConsentContext::default(),
+            Some(&detail),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}

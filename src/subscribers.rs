@@ -1,0 +1,291 @@
+//! Subscriber domain types. Values are parsed once at the edge, so the rest
+//! of the program only ever sees addresses and names that are known good.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use unicode_segmentation::UnicodeSegmentation;
+
+/// RFC 5321 limits: 254 characters for a path, 64 for the local part.
+const MAX_EMAIL_LENGTH: usize = 254;
+const MAX_LOCAL_PART_LENGTH: usize = 64;
+pub const MAX_NAME_GRAPHEMES: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EmailAddress(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("Please enter an email address.")]
+    Empty,
+    #[error("That email address is too long.")]
+    TooLong,
+    #[error("An email address cannot contain spaces or control characters.")]
+    ForbiddenCharacter,
+    #[error("That does not look like an email address: it needs one @ with a name before it and a domain after it.")]
+    Shape,
+    #[error("The part before the @ may only use plain letters, digits and . ! # $ % & ' * + / = ? ^ _ ` {{ | }} ~ -")]
+    LocalPart,
+    #[error("The domain after the @ is not valid, for example example.com.")]
+    Domain,
+}
+
+impl EmailAddress {
+    /// Parses what a person typed into a sendable, normalised address:
+    /// trimmed and lowercased, with an internationalised domain in ASCII.
+    pub fn parse(input: &str) -> Result<Self, EmailError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if trimmed.len() > MAX_EMAIL_LENGTH * 4 {
+            return Err(EmailError::TooLong);
+        }
+        if trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(EmailError::ForbiddenCharacter);
+        }
+        let (local, domain) = trimmed.rsplit_once('@').ok_or(EmailError::Shape)?;
+        if local.is_empty() || domain.is_empty() || local.contains('@') {
+            return Err(EmailError::Shape);
+        }
+        if local.len() > MAX_LOCAL_PART_LENGTH || !is_dot_atom(local) {
+            return Err(if local.len() > MAX_LOCAL_PART_LENGTH {
+                EmailError::TooLong
+            } else {
+                EmailError::LocalPart
+            });
+        }
+        let domain = parse_domain(domain)?;
+        let address = format!("{}@{}", local.to_lowercase(), domain);
+        if address.len() > MAX_EMAIL_LENGTH {
+            return Err(EmailError::TooLong);
+        }
+        // Belt and braces: whatever we accept, the mailer must accept too.
+        lettre::Address::from_str(&address).map_err(|_| EmailError::Shape)?;
+        Ok(Self(address))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for EmailAddress {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c)
+}
+
+fn is_dot_atom(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+}
+
+fn parse_domain(domain: &str) -> Result<String, EmailError> {
+    let ascii = idna::domain_to_ascii(domain).map_err(|_| EmailError::Domain)?;
+    let labels: Vec<&str> = ascii.split('.').collect();
+    // A newsletter mails people on the internet: the domain needs a dot.
+    let valid_labels = labels.iter().all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    let top_level_ok = labels
+        .last()
+        .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
+    if labels.len() < 2 || !valid_labels || !top_level_ok || ascii.len() > 253 {
+        return Err(EmailError::Domain);
+    }
+    Ok(ascii)
+}
+
+/// A display name as the subscriber typed it, safe for headers and pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SubscriberName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("Your name can be at most 100 characters long.")]
+    TooLong,
+    #[error("Your name cannot contain line breaks or control characters.")]
+    ForbiddenCharacter,
+}
+
+impl SubscriberName {
+    /// An empty or blank name is no name at all.
+    pub fn parse_optional(input: Option<&str>) -> Result<Option<Self>, NameError> {
+        let Some(text) = input.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if text.graphemes(true).count() > MAX_NAME_GRAPHEMES {
+            return Err(NameError::TooLong);
+        }
+        if text.chars().any(char::is_control) {
+            return Err(NameError::ForbiddenCharacter);
+        }
+        Ok(Some(Self(text.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriberStatus {
+    Pending,
+    Confirmed,
+    Unsubscribed,
+    Bounced,
+}
+
+impl SubscriberStatus {
+    pub const ALL: [SubscriberStatus; 4] = [
+        SubscriberStatus::Pending,
+        SubscriberStatus::Confirmed,
+        SubscriberStatus::Unsubscribed,
+        SubscriberStatus::Bounced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriberStatus::Pending => "pending",
+            SubscriberStatus::Confirmed => "confirmed",
+            SubscriberStatus::Unsubscribed => "unsubscribed",
+            SubscriberStatus::Bounced => "bounced",
+        }
+    }
+}
+
+impl FromStr for SubscriberStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("`{text}` is not a status (pending, confirmed, unsubscribed, bounced)")
+            })
+    }
+}
+
+impl fmt::Display for SubscriberStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A subscriber as the admin API and the CLI show one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subscriber {
+    pub id: i64,
+    pub email: String,
+    pub name: Option<String>,
+    pub status: SubscriberStatus,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub confirmed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_normalises_ordinary_addresses() {
+        let email = EmailAddress::parse("  Ada.Lovelace+news@Example.ORG ").unwrap();
+        assert_eq!(email.as_str(), "ada.lovelace+news@example.org");
+        assert_eq!(email.domain(), "example.org");
+    }
+
+    #[test]
+    fn converts_unicode_domains_to_ascii() {
+        let email = EmailAddress::parse("anna@bücher.de").unwrap();
+        assert_eq!(email.as_str(), "anna@xn--bcher-kva.de");
+    }
+
+    #[test]
+    fn rejects_hostile_and_malformed_input() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_domain = format!("a@{}.com", "b".repeat(250));
+        let huge = "x".repeat(100_000);
+        for input in [
+            "",
+            "   ",
+            "plainaddress",
+            "@example.com",
+            "ada@",
+            "ada@@example.com",
+            "ada@example",
+            "ada@.example.com",
+            "ada@example..com",
+            "ada@-example.com",
+            "ada lovelace@example.com",
+            "ada@example.com\r\nBcc: victim@example.com",
+            "ada@example.com\nX-Injected: 1",
+            "ada\u{0}@example.com",
+            "\"quoted\"@example.com",
+            "ada..l@example.com",
+            ".ada@example.com",
+            "аda@example.com", // Cyrillic а
+            "ada@[127.0.0.1]",
+            "ada@123.456",
+            "Ada <ada@example.com>",
+            long_local.as_str(),
+            long_domain.as_str(),
+            huge.as_str(),
+        ] {
+            assert!(EmailAddress::parse(input).is_err(), "accepted {input:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_optional_bounded_and_single_line() {
+        assert_eq!(SubscriberName::parse_optional(None), Ok(None));
+        assert_eq!(SubscriberName::parse_optional(Some("   ")), Ok(None));
+        let name = SubscriberName::parse_optional(Some(" Zoë 👩‍👩‍👧 "))
+            .unwrap()
+            .unwrap();
+        assert_eq!(name.as_str(), "Zoë 👩‍👩‍👧");
+        // 100 family emoji are 100 graphemes though many more code points.
+        assert!(SubscriberName::parse_optional(Some(&"👩‍👩‍👧".repeat(100))).is_ok());
+        assert_eq!(
+            SubscriberName::parse_optional(Some(&"a".repeat(101))),
+            Err(NameError::TooLong)
+        );
+        assert_eq!(
+            SubscriberName::parse_optional(Some("Eve\r\nBcc: x@example.com")),
+            Err(NameError::ForbiddenCharacter)
+        );
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for status in SubscriberStatus::ALL {
+            assert_eq!(status.as_str().parse::<SubscriberStatus>(), Ok(status));
+        }
+        assert!("gone".parse::<SubscriberStatus>().is_err());
+    }
+}
