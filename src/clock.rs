@@ -44,3 +44,24 @@ impl Clock for ManualClock {
         *self.0.lock().expect("clock lock")
     }
 }
+
+/// Real time plus an offset the tests can push forward: work keeps flowing
+/// while a test jumps over a lease, a backoff or a 72-hour expiry.
+#[derive(Default)]
+pub struct ShiftedClock(Mutex<chrono::Duration>);
+
+impl ShiftedClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.0.lock().expect("clock lock")
+    }
+}

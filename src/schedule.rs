@@ -49,7 +49,14 @@ pub fn latest_slot(settings: &ScheduleSettings, now: DateTime<Utc>) -> Option<Da
     if settings.cron.includes(local) {
         return Some(local);
     }
-    settings.cron.after(&local).next_back()
+    // Walking back from inside a repeated DST hour, the cron crate offers
+    // the later of the two instants first, which may still be ahead of us.
+    settings
+        .cron
+        .after(&local)
+        .rev()
+        .take(3)
+        .find(|slot| *slot <= local)
 }
 
 pub fn next_slot(settings: &ScheduleSettings, now: DateTime<Utc>) -> Option<DateTime<Tz>> {

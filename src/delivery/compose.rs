@@ -127,7 +127,7 @@ impl Composer {
     pub async fn compose(&self, delivery: &ClaimedDelivery) -> Result<Composed, ComposeError> {
         match delivery.payload {
             DeliveryPayload::Confirmation { confirmation_id } => {
-                if delivery.subscriber_status != SubscriberStatus::Pending {
+                if delivery.subscriber_status == SubscriberStatus::Confirmed {
                     return Ok(Composed::Skip(format!(
                         "subscriber is {} now",
                         delivery.subscriber_status

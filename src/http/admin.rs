@@ -30,6 +30,7 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route("/posts/{id}/preview", get(preview_post))
         .route("/send-now", post(send_now))
         .route("/subscribers", get(list_subscribers))
+        .route("/subscribers/{id}/consent", get(consent_log))
         .route("/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
@@ -278,6 +279,17 @@ async fn list_subscribers(
     Ok(Json(
         json!({ "subscribers": subscribers, "next_after": next_after }),
     ))
+}
+
+async fn consent_log(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.store.subscriber_exists(id).await? {
+        return Err(ApiError::NotFound(format!("There is no subscriber {id}.")));
+    }
+    let events = state.store.consent_events(id).await?;
+    Ok(Json(json!({ "subscriber_id": id, "events": events })))
 }
 
 async fn stats(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {

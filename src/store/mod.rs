@@ -17,7 +17,6 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PostgresStore;
-#[allow(unused_imports)]
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -311,6 +310,17 @@ pub struct IssueMeta {
     pub mode: ScheduleMode,
 }
 
+/// One entry of the append-only consent log.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsentEvent {
+    /// `signup`, `confirm`, `unsubscribe`, `operator_add` or `bounced`.
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+}
+
 /// After this many hard bounces a subscriber is `bounced`.
 pub const HARD_BOUNCE_LIMIT: i64 = 3;
 
@@ -340,6 +350,8 @@ pub trait Store: Send + Sync + 'static {
     async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome>;
     async fn list_subscribers(&self, query: SubscriberQuery) -> StoreResult<Vec<Subscriber>>;
     async fn subscriber_counts(&self) -> StoreResult<SubscriberCounts>;
+    /// The consent log of one subscriber, oldest first.
+    async fn consent_events(&self, subscriber_id: i64) -> StoreResult<Vec<ConsentEvent>>;
     /// Bulk-creates confirmed subscribers `{prefix}{n}@{domain}` for
     /// benchmarks and load tests, inside the database.
     async fn bulk_insert_confirmed(
@@ -391,10 +403,7 @@ pub type SharedStore = Arc<dyn Store>;
 pub async fn connect(settings: &DatabaseSettings) -> StoreResult<SharedStore> {
     Ok(match settings.backend {
         Backend::Sqlite => Arc::new(SqliteStore::connect(settings).await?),
-        Backend::Postgres => {
-            PostgresStore::connect(settings).await?;
-            unreachable!()
-        }
+        Backend::Postgres => Arc::new(PostgresStore::connect(settings).await?),
     })
 }
 

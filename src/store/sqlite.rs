@@ -247,8 +247,10 @@ impl Store for SqliteStore {
                 return Ok(SignupOutcome::RecentlySent)
             }
             Some((id, _, _)) => {
+                // Status changes only on confirmation: a stranger must not be
+                // able to undo an unsubscribe or a bounce by signing up.
                 sqlx::query(
-                    "UPDATE subscribers SET status = 'pending', name = COALESCE(?, name) WHERE id = ?",
+                    "UPDATE subscribers SET name = COALESCE(?, name) WHERE id = ? AND status = 'pending'",
                 )
                 .bind(name)
                 .bind(id)
@@ -930,6 +932,27 @@ impl Store for SqliteStore {
         Ok(result.rows_affected())
     }
 
+    async fn consent_events(&self, subscriber_id: i64) -> StoreResult<Vec<ConsentEvent>> {
+        let rows: Vec<(String, i64, Option<String>, Option<String>, Option<String>)> =
+            sqlx::query_as(
+                "SELECT kind, occurred_at, ip, user_agent, detail FROM consent_events \
+             WHERE subscriber_id = ? ORDER BY id",
+            )
+            .bind(subscriber_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, occurred_at, ip, user_agent, detail)| ConsentEvent {
+                kind,
+                occurred_at: from_millis(occurred_at),
+                ip,
+                user_agent,
+                detail,
+            })
+            .collect())
+    }
+
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
         let mut counts = DeliveryCounts::default();
         for (status, count) in count_by_status(
@@ -954,7 +977,7 @@ async fn count_hard_bounce(
 ) -> StoreResult<()> {
     let (email, bounces, status): (String, i64, String) = sqlx::query_as(
         "UPDATE subscribers SET bounce_count = bounce_count + 1, \
-         status = CASE WHEN bounce_count + 1 >= ?1 AND status = 'confirmed' THEN 'bounced' ELSE status END \
+         status = CASE WHEN bounce_count + 1 >= ?1 AND status IN ('confirmed', 'pending') THEN 'bounced' ELSE status END \
          WHERE id = ?2 RETURNING email, bounce_count, status",
     )
     .bind(HARD_BOUNCE_LIMIT)

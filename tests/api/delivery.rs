@@ -1,0 +1,404 @@
+//! The weekly issue: who gets it, what it looks like, and what happens when
+//! the SMTP server says no.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tidings::clock::Clock;
+use tidings::store::{ClaimRequest, DeliveryOutcome};
+
+use crate::helpers::{
+    free_port, spawn_app, spawn_with, Backend, MailServer, Options, Reply, TestApp,
+};
+use crate::on_both_backends;
+
+on_both_backends!(
+    an_issue_goes_to_every_confirmed_subscriber_and_nobody_else,
+    issue_emails_carry_the_list_headers_and_footer,
+    the_unsubscribe_link_in_an_issue_works,
+    unsubscribing_before_the_send_gives_skipped,
+    a_4xx_is_retried_and_then_delivered,
+    a_dropped_connection_is_retried_with_the_same_message_id,
+    a_5xx_fails_and_three_bounces_mark_the_subscriber,
+    a_4xx_is_not_retried_forever,
+    an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out,
+    sequence_mode_starts_late_joiners_at_tip_one,
+    sigterm_drains_the_sends_in_flight,
+);
+
+async fn status_of(app: &TestApp, email: &str) -> String {
+    app.subscribers()
+        .await
+        .into_iter()
+        .find(|subscriber| subscriber.email == email)
+        .map(|subscriber| subscriber.status.as_str().to_owned())
+        .unwrap()
+}
+
+async fn an_issue_goes_to_every_confirmed_subscriber_and_nobody_else(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("one@example.com").await;
+    app.subscribe_and_confirm("two@example.com").await;
+    app.subscribe_and_confirm("gone@example.com").await;
+    let response = app
+        .subscribe_json(serde_json::json!({ "email": "waiting@example.com" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let gone_id = app
+        .subscribers()
+        .await
+        .into_iter()
+        .find(|s| s.email == "gone@example.com")
+        .unwrap()
+        .id;
+    let link = app
+        .state
+        .composer
+        .unsubscribe_url(gone_id)
+        .replace(&app.settings.newsletter.base_url, &app.address);
+    app.client.post(link).send().await.unwrap();
+    app.wait_until_idle().await;
+    let before = app.mail.received().len();
+
+    app.enqueue("This week's tip", "Do the thing.").await;
+    let response = app.send_now().await;
+    assert_eq!(response.status(), 202);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["recipients"], 2);
+    app.wait_until_idle().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let issues: Vec<_> = app.mail.received()[before..].to_vec();
+    let mut recipients: Vec<String> = issues.iter().map(|mail| mail.to[0].clone()).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["one@example.com", "two@example.com"]);
+    assert!(issues
+        .iter()
+        .all(|mail| mail.subject() == "This week's tip"));
+}
+
+async fn issue_emails_carry_the_list_headers_and_footer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .subscribe_json(serde_json::json!({ "email": "reader@example.com", "name": "Rosa" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let confirmation = app.mail.wait_for("reader@example.com", 1).await.remove(0);
+    let link = confirmation
+        .link("http://")
+        .replace(&app.settings.newsletter.base_url, &app.address);
+    app.client.get(link).send().await.unwrap();
+    app.enqueue(
+        "Headers matter",
+        "## A heading\n\n- one\n- two\n\nA [link](https://example.org).",
+    )
+    .await;
+    app.send_now().await;
+    let mail = app.mail.wait_for("reader@example.com", 2).await.remove(1);
+
+    let message_id = mail.header("Message-ID").unwrap();
+    let inner = message_id.trim_start_matches('<').trim_end_matches('>');
+    let (uuid, domain) = inner.split_once('@').unwrap();
+    assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{message_id}");
+    assert_eq!(domain, "localhost", "the From address's domain");
+    assert!(mail.header("Date").is_some());
+    assert!(mail
+        .header("List-Id")
+        .unwrap()
+        .contains("<partnership-pitfalls-weekly.localhost>"));
+    let unsubscribe = mail.header("List-Unsubscribe").unwrap();
+    assert!(
+        unsubscribe.starts_with("<http://127.0.0.1:8080/unsubscribe?token="),
+        "{unsubscribe}"
+    );
+    assert!(unsubscribe.ends_with('>'));
+    assert_eq!(
+        mail.header("List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+    assert!(mail
+        .header("Content-Type")
+        .unwrap()
+        .contains("multipart/alternative"));
+
+    let text = mail.text();
+    assert!(text.contains("Hi Rosa,"));
+    assert!(text.contains("Issue #1"));
+    assert!(text.contains("A heading\n---------"), "{text}");
+    assert!(text.contains("- one"));
+    assert!(text.contains("link (https://example.org)"));
+    assert!(text.contains("Unsubscribe: http://127.0.0.1:8080/unsubscribe?token="));
+    assert!(text.contains("1 Test Street, Testville"));
+    assert!(!text.contains("<p"), "the text part is not HTML");
+    let html = mail.html();
+    assert!(html.contains("<h2 style="));
+    assert!(html.contains("Unsubscribe</a>"));
+    assert!(html.contains("1 Test Street, Testville"));
+}
+
+async fn the_unsubscribe_link_in_an_issue_works(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("clicker@example.com").await;
+    app.enqueue("Tip", "Body").await;
+    app.send_now().await;
+    let mail = app.mail.wait_for("clicker@example.com", 2).await.remove(1);
+    let visible = mail.link("http://127.0.0.1:8080/unsubscribe");
+    let local = visible.replace(&app.settings.newsletter.base_url, &app.address);
+    let page = app.client.get(&local).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(status_of(&app, "clicker@example.com").await, "confirmed");
+    let done = app.client.post(&local).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(status_of(&app, "clicker@example.com").await, "unsubscribed");
+}
+
+async fn unsubscribing_before_the_send_gives_skipped(backend: Backend) {
+    // The SMTP server is down while the issue is created.
+    let port = free_port();
+    let mut options = Options::new(backend);
+    options.smtp_port = Some(port);
+    let app = spawn_with(options, |_| {}).await;
+    app.add_confirmed(2).await;
+    app.enqueue("Tip", "Body").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    // Both first attempts have failed against the closed port: the issue
+    // exists and is waiting for its retry when the reader leaves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .state
+        .metrics
+        .transient_failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reader1 = app
+        .subscribers()
+        .await
+        .into_iter()
+        .find(|s| s.email == "reader1@example.com")
+        .unwrap();
+    let link = app
+        .state
+        .composer
+        .unsubscribe_url(reader1.id)
+        .replace(&app.settings.newsletter.base_url, &app.address);
+    assert_eq!(app.client.post(link).send().await.unwrap().status(), 200);
+
+    let server = MailServer::start_on(port);
+    app.clock.advance(chrono::Duration::minutes(10));
+    app.wait_until_idle().await;
+    let counts = app.state.store.delivery_counts().await.unwrap();
+    assert_eq!(counts.skipped, 1, "{counts:?}");
+    assert_eq!(counts.sent, 1, "{counts:?}");
+    assert!(server.received_by("reader1@example.com").is_empty());
+    assert_eq!(server.received_by("reader2@example.com").len(), 1);
+}
+
+async fn a_4xx_is_retried_and_then_delivered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_confirmed(1).await;
+    app.mail
+        .fail_next("reader1@example.com", &[Reply::Temporary, Reply::Temporary]);
+    app.enqueue("Tip", "Body").await;
+    app.send_now().await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.clock.advance(chrono::Duration::minutes(10));
+    }
+    let mails = app.mail.wait_for("reader1@example.com", 1).await;
+    app.wait_until_idle().await;
+    assert_eq!(mails.len(), 1, "delivered once");
+    assert_eq!(app.mail.attempts_for("reader1@example.com"), 3);
+    let counts = app.state.store.delivery_counts().await.unwrap();
+    assert_eq!(counts.sent, 1);
+    assert_eq!(counts.failed, 0);
+}
+
+async fn a_dropped_connection_is_retried_with_the_same_message_id(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_confirmed(1).await;
+    app.mail.fail_next("reader1@example.com", &[Reply::HangUp]);
+    app.enqueue("Tip", "Body").await;
+    app.send_now().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.clock.advance(chrono::Duration::minutes(10));
+    app.mail.wait_for("reader1@example.com", 1).await;
+    let attempts = app.mail.attempted_by("reader1@example.com");
+    assert_eq!(attempts.len(), 2);
+    let first = attempts[0].header("Message-ID").unwrap();
+    assert_eq!(first, attempts[1].header("Message-ID").unwrap());
+}
+
+async fn a_5xx_fails_and_three_bounces_mark_the_subscriber(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_confirmed(2).await;
+    app.mail.fail_next(
+        "reader1@example.com",
+        &[Reply::Permanent, Reply::Permanent, Reply::Permanent],
+    );
+    for week in 1..=3 {
+        app.enqueue(&format!("Week {week}"), "Body").await;
+        assert_eq!(app.send_now().await.status(), 202);
+        app.wait_until_idle().await;
+        let expected = if week < 3 { "confirmed" } else { "bounced" };
+        assert_eq!(
+            status_of(&app, "reader1@example.com").await,
+            expected,
+            "week {week}"
+        );
+    }
+    assert_eq!(
+        app.mail.attempts_for("reader1@example.com"),
+        3,
+        "a 5xx is never retried"
+    );
+    let counts = app.state.store.delivery_counts().await.unwrap();
+    assert_eq!(counts.failed, 3);
+    assert_eq!(counts.sent, 3);
+    // A bounced subscriber is not sent the next issue.
+    app.enqueue("Week 4", "Body").await;
+    let created: Value = app.send_now().await.json().await.unwrap();
+    assert_eq!(created["recipients"], 1);
+}
+
+async fn a_4xx_is_not_retried_forever(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_confirmed(1).await;
+    app.mail
+        .fail_next("reader1@example.com", &[Reply::Temporary; 10]);
+    app.enqueue("Tip", "Body").await;
+    app.send_now().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = app.state.store.delivery_counts().await.unwrap();
+        if counts.failed == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{counts:?}");
+        app.clock.advance(chrono::Duration::hours(2));
+        app.state.wake_worker.notify_one();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.mail.attempts_for("reader1@example.com"),
+        4,
+        "smtp.max_attempts"
+    );
+    assert_eq!(
+        status_of(&app, "reader1@example.com").await,
+        "confirmed",
+        "a 4xx is no bounce"
+    );
+}
+
+async fn an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(backend: Backend) {
+    // A worker that claims and then dies: the SMTP server is down, so the
+    // app's own worker cannot finish first.
+    let port = free_port();
+    let mut options = Options::new(backend);
+    options.smtp_port = Some(port);
+    let app = spawn_with(options, |settings| {
+        settings.smtp.retry_base = Duration::from_secs(3600);
+    })
+    .await;
+    app.add_confirmed(1).await;
+    app.enqueue("Tip", "Body").await;
+    // Create the issue directly so the live worker is not woken for it.
+    let store = &app.state.store;
+    let now = app.clock.now();
+    store
+        .create_issue(tidings::store::NewIssue {
+            slot_key: "test-slot".into(),
+            slot_at: None,
+            mode: tidings::config::ScheduleMode::Broadcast,
+            now: now - chrono::Duration::seconds(1),
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries(ClaimRequest {
+            owner: "crashed-worker".into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(30),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let server = MailServer::start_on(port);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(server.received().is_empty(), "a live lease is respected");
+
+    app.clock.advance(chrono::Duration::minutes(1));
+    let mails = server.wait_for("reader1@example.com", 1).await;
+    assert_eq!(mails.len(), 1);
+    app.wait_until_idle().await;
+    // The crashed worker wakes up and reports: nothing it says counts now.
+    let applied = store
+        .record_outcomes(
+            "crashed-worker",
+            &[DeliveryOutcome::Sent {
+                id: claimed[0].id,
+                reply: "250 stale".into(),
+                at: Utc::now(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, 0);
+    assert_eq!(store.delivery_counts().await.unwrap().sent, 1);
+}
+
+async fn sequence_mode_starts_late_joiners_at_tip_one(backend: Backend) {
+    let mut options = Options::new(backend);
+    options.seed = true;
+    let app = spawn_with(options, |settings| {
+        settings.schedule.mode = tidings::config::ScheduleMode::Sequence;
+    })
+    .await;
+    app.subscribe_and_confirm("early@example.com").await;
+    for _ in 0..2 {
+        assert_eq!(app.send_now().await.status(), 202);
+        app.wait_until_idle().await;
+    }
+    app.subscribe_and_confirm("late@example.com").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    app.wait_until_idle().await;
+
+    let tips = |email: &str| -> Vec<String> {
+        app.mail
+            .received_by(email)
+            .iter()
+            .skip(1) // the confirmation
+            .map(|mail| mail.subject())
+            .collect()
+    };
+    let early = tips("early@example.com");
+    assert_eq!(early.len(), 3);
+    assert!(early[0].starts_with("Pitfall 1 of 10"));
+    assert!(early[1].starts_with("Pitfall 2 of 10"));
+    assert!(early[2].starts_with("Pitfall 3 of 10"));
+    let late = tips("late@example.com");
+    assert_eq!(late.len(), 1);
+    assert!(late[0].starts_with("Pitfall 1 of 10"), "{late:?}");
+    let late_mail = &app.mail.received_by("late@example.com")[1];
+    assert!(late_mail.text().contains("Issue #1"));
+}
+
+async fn sigterm_drains_the_sends_in_flight(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_confirmed(40).await;
+    app.enqueue("Tip", "Body").await;
+    app.send_now().await;
+    app.mail.wait_for_total(1).await;
+    let store = app.state.store.clone();
+    let mail = app.mail.clone();
+    let _database = app.stop().await;
+    // Whatever the server accepted is recorded as sent; nothing is left leased.
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!(counts.sending, 0, "{counts:?}");
+    assert_eq!(counts.sent as usize, mail.received().len(), "{counts:?}");
+}

@@ -1,0 +1,614 @@
+//! The test harness: a spawned app, its database, and an SMTP server.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mailin_embedded::response::OK;
+use mailin_embedded::{Handler, Response, Server, SslConfig};
+use tidings::app::{AppOptions, Application};
+use tidings::clock::{Clock, ShiftedClock};
+use tidings::config::{self, DatabaseSettings, Settings};
+use tidings::http::SharedState;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` once per backend, as
+/// `<name>::sqlite` and `<name>::postgres`: the same test, not a copy.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------- SMTP server
+
+/// One message as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+impl ReceivedMail {
+    pub fn parsed(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(&self.data)
+            .expect("a parsable message")
+    }
+
+    pub fn subject(&self) -> String {
+        self.parsed().subject().unwrap_or_default().to_owned()
+    }
+
+    /// The plain-text part, with the wire's CRLF line ends made `\n`.
+    pub fn text(&self) -> String {
+        self.parsed()
+            .body_text(0)
+            .unwrap_or_default()
+            .replace("\r\n", "\n")
+    }
+
+    pub fn html(&self) -> String {
+        self.parsed().body_html(0).unwrap_or_default().into_owned()
+    }
+
+    /// A raw header value, unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.data);
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The first link in the text part that starts with `prefix`.
+    pub fn link(&self, prefix: &str) -> String {
+        let text = self.text();
+        let start = text
+            .find(prefix)
+            .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"));
+        text[start..]
+            .split(|c: char| c.is_whitespace() || c == '>' || c == ')')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// What the server answers at the end of DATA for one recipient, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    /// 451: try again later.
+    Temporary,
+    /// 550: never.
+    Permanent,
+    /// 421 and the server closes the connection.
+    HangUp,
+}
+
+#[derive(Default)]
+struct Mailbox {
+    received: Vec<ReceivedMail>,
+    /// Every message that reached the end of DATA, accepted or not.
+    attempted: Vec<ReceivedMail>,
+    faults: HashMap<String, VecDeque<Reply>>,
+    attempts: HashMap<String, usize>,
+}
+
+#[derive(Clone)]
+struct SinkHandler {
+    mailbox: Arc<Mutex<Mailbox>>,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl Handler for SinkHandler {
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.to = to.to_vec();
+        self.data.clear();
+        mailin_embedded::response::START_DATA
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let mut mailbox = self.mailbox.lock().unwrap();
+        let recipient = self.to.first().cloned().unwrap_or_default();
+        *mailbox.attempts.entry(recipient.clone()).or_default() += 1;
+        let attempt = ReceivedMail {
+            to: self.to.clone(),
+            data: self.data.clone(),
+        };
+        mailbox.attempted.push(attempt);
+        let fault = mailbox
+            .faults
+            .get_mut(&recipient)
+            .and_then(|queue| queue.pop_front());
+        // mailin stays in its DATA state after an error reply, so every
+        // fault also closes the connection, as many real servers do.
+        let hang_up = |mut response: Response| {
+            response.action = mailin_embedded::Action::Close;
+            response
+        };
+        match fault {
+            Some(Reply::Temporary) => {
+                hang_up(Response::custom(451, "4.3.0 Try again later".into()))
+            }
+            Some(Reply::Permanent) => hang_up(Response::custom(550, "5.1.1 No such user".into())),
+            Some(Reply::HangUp) => {
+                hang_up(Response::custom(421, "4.4.2 Closing connection".into()))
+            }
+            None => {
+                mailbox.received.push(ReceivedMail {
+                    to: std::mem::take(&mut self.to),
+                    data: std::mem::take(&mut self.data),
+                });
+                OK
+            }
+        }
+    }
+}
+
+/// A real SMTP server (mailin-embedded) on a loopback port.
+#[derive(Clone)]
+pub struct MailServer {
+    pub port: u16,
+    mailbox: Arc<Mutex<Mailbox>>,
+}
+
+/// Ports handed out by `free_port`, which the OS may offer again as soon as
+/// we let go of them; `MailServer::start` must not take one.
+static RESERVED_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A loopback port with nothing listening, kept for the caller.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut reserved = RESERVED_PORTS.lock().unwrap();
+        if !reserved.contains(&port) {
+            reserved.push(port);
+            return port;
+        }
+    }
+}
+
+impl MailServer {
+    pub fn start() -> Self {
+        loop {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            if !RESERVED_PORTS.lock().unwrap().contains(&port) {
+                return Self::serve(listener, port);
+            }
+        }
+    }
+
+    /// Starts on a port chosen earlier, e.g. after the app found it closed.
+    pub fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        Self::serve(listener, port)
+    }
+
+    fn serve(listener: TcpListener, port: u16) -> Self {
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
+        let handler = SinkHandler {
+            mailbox: mailbox.clone(),
+            to: Vec::new(),
+            data: Vec::new(),
+        };
+        std::thread::spawn(move || {
+            let mut server = Server::new(handler);
+            server
+                .with_name("sink.test")
+                .with_ssl(SslConfig::None)
+                .unwrap()
+                .with_num_threads(16)
+                .with_tcp_listener(listener);
+            let _ = server.serve();
+        });
+        Self { port, mailbox }
+    }
+
+    /// Answers the next messages to `recipient` with these replies.
+    pub fn fail_next(&self, recipient: &str, replies: &[Reply]) {
+        self.mailbox
+            .lock()
+            .unwrap()
+            .faults
+            .entry(recipient.to_owned())
+            .or_default()
+            .extend(replies.iter().copied());
+    }
+
+    pub fn received(&self) -> Vec<ReceivedMail> {
+        self.mailbox.lock().unwrap().received.clone()
+    }
+
+    pub fn received_by(&self, recipient: &str) -> Vec<ReceivedMail> {
+        self.received()
+            .into_iter()
+            .filter(|mail| mail.to.iter().any(|to| to == recipient))
+            .collect()
+    }
+
+    /// Every message to `recipient` that reached the end of DATA, accepted or not.
+    pub fn attempted_by(&self, recipient: &str) -> Vec<ReceivedMail> {
+        self.mailbox
+            .lock()
+            .unwrap()
+            .attempted
+            .iter()
+            .filter(|mail| mail.to.iter().any(|to| to == recipient))
+            .cloned()
+            .collect()
+    }
+
+    /// DATA commands that ended for `recipient`, accepted or not.
+    pub fn attempts_for(&self, recipient: &str) -> usize {
+        self.mailbox
+            .lock()
+            .unwrap()
+            .attempts
+            .get(recipient)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `count` messages have arrived for `recipient`.
+    pub async fn wait_for(&self, recipient: &str, count: usize) -> Vec<ReceivedMail> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mails = self.received_by(recipient);
+            if mails.len() >= count {
+                return mails;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 20 s for {count} emails to {recipient}; got {}",
+                mails.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until `count` messages have arrived in total.
+    pub async fn wait_for_total(&self, count: usize) -> Vec<ReceivedMail> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mails = self.received();
+            if mails.len() >= count {
+                return mails;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 30 s for {count} emails; got {}",
+                mails.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ databases
+
+/// Drops the test's database (or folder) when the test ends.
+pub enum TestDatabase {
+    /// The folder holding the database file, removed on drop.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TIDINGS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> (Self, String) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("tidings.db").display());
+                (TestDatabase::Sqlite(dir), url)
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin_url = postgres_admin_url();
+                let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
+                let mut connection = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("PostgreSQL must be running for the tests (TIDINGS_TEST_POSTGRES_URL)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                let url = database_url_for(&admin_url, &name);
+                (TestDatabase::Postgres { admin_url, name }, url)
+            }
+        }
+    }
+}
+
+pub fn database_url_for(admin_url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let TestDatabase::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Async work cannot run in Drop; a helper thread has its own runtime.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut connection) = sqlx::PgConnection::connect(&admin_url).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut connection)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ app
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub mail: MailServer,
+    pub clock: Arc<ShiftedClock>,
+    pub state: SharedState,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    database: Option<TestDatabase>,
+}
+
+pub struct Options {
+    pub backend: Backend,
+    pub seed: bool,
+    pub mail: Option<MailServer>,
+    /// An SMTP port with nothing listening (the server is "down").
+    pub smtp_port: Option<u16>,
+}
+
+impl Options {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            seed: false,
+            mail: None,
+            smtp_port: None,
+        }
+    }
+}
+
+pub fn test_settings(database_url: &str, smtp_url: &str) -> Settings {
+    let mut settings = config::load(None).expect("defaults");
+    settings.http.bind = "127.0.0.1:0".parse().unwrap();
+    settings.database = DatabaseSettings::from_url(database_url, 5).unwrap();
+    settings.smtp.url = Some(smtp_url.to_owned());
+    settings.smtp.concurrency = 4;
+    // Backoff in tests is short; the clock is pushed forward where needed.
+    settings.smtp.retry_base = Duration::from_millis(200);
+    settings.smtp.max_attempts = 4;
+    settings.smtp.timeout = Duration::from_secs(5);
+    settings.admin.token = Some(ADMIN_TOKEN.to_owned());
+    settings.newsletter.postal_address = "1 Test Street, Testville".into();
+    settings.templates.dir = "/nonexistent-templates".into();
+    settings
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_with(Options::new(backend), |_| {}).await
+}
+
+pub async fn spawn_with(options: Options, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let (database, database_url) = TestDatabase::create(options.backend).await;
+    let mail = options.mail.unwrap_or_else(MailServer::start);
+    let smtp_port = options.smtp_port.unwrap_or(mail.port);
+    let mut settings = test_settings(&database_url, &format!("smtp://127.0.0.1:{smtp_port}"));
+    adjust(&mut settings);
+    let clock = ShiftedClock::new();
+    let app = Application::build(
+        settings.clone(),
+        AppOptions {
+            clock: clock.clone(),
+            run_scheduler: false,
+            seed_first_series: options.seed,
+        },
+    )
+    .await
+    .expect("the app starts");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        mail,
+        clock,
+        state,
+        settings,
+        shutdown,
+        task: Some(task),
+        database: Some(database),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// A link from an email (which uses the public base_url), aimed at this app.
+    pub fn local(&self, link: &str) -> String {
+        link.replace(&self.settings.newsletter.base_url, &self.address)
+    }
+
+    pub async fn subscribe_json(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/subscribe"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn subscribe_form(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url("/subscribe"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs up `email`, follows the link in the email, and returns that email.
+    pub async fn subscribe_and_confirm(&self, email: &str) -> ReceivedMail {
+        let before = self.mail.received_by(email).len();
+        let response = self
+            .subscribe_json(serde_json::json!({ "email": email }))
+            .await;
+        assert_eq!(response.status(), 202);
+        let mails = self.mail.wait_for(email, before + 1).await;
+        let confirmation = mails.last().unwrap().clone();
+        let link = self.local(&confirmation.link("http://"));
+        let response = self.client.get(link).send().await.unwrap();
+        assert_eq!(response.status(), 200, "confirmation link works");
+        confirmation
+    }
+
+    /// Every subscriber, in id order.
+    pub async fn subscribers(&self) -> Vec<tidings::subscribers::Subscriber> {
+        self.state
+            .store
+            .list_subscribers(tidings::store::SubscriberQuery {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Moves the app's clock to `when`; time keeps flowing from there.
+    pub fn travel_to(&self, when: chrono::DateTime<chrono::Utc>) {
+        self.clock.advance(when - self.clock.now());
+    }
+
+    /// Adds `count` confirmed subscribers `reader{n}@example.com` in bulk.
+    pub async fn add_confirmed(&self, count: u64) {
+        self.state
+            .store
+            .bulk_insert_confirmed(count, "reader", "example.com", self.clock.now())
+            .await
+            .unwrap();
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn enqueue(&self, subject: &str, body: &str) -> i64 {
+        let response = self
+            .admin(reqwest::Method::POST, "/api/admin/posts")
+            .json(&serde_json::json!({ "subject": subject, "body_markdown": body }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let created: serde_json::Value = response.json().await.unwrap();
+        created["id"].as_i64().unwrap()
+    }
+
+    pub async fn send_now(&self) -> reqwest::Response {
+        self.admin(reqwest::Method::POST, "/api/admin/send-now")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until no delivery is pending or in flight.
+    pub async fn wait_until_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = self.state.store.delivery_counts().await.unwrap();
+            if counts.unfinished() == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deliveries still unfinished: {counts:?}"
+            );
+            self.state.wake_worker.notify_one();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops the app as SIGTERM would and waits for it to drain. The
+    /// database lives until the returned guard is dropped.
+    pub async fn stop(mut self) -> Option<TestDatabase> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        self.database.take()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

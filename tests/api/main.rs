@@ -1,0 +1,11 @@
+//! Integration tests: each spawns the app on a random port with its own
+//! database (a SQLite file or a fresh PostgreSQL database) and a real SMTP
+//! server running in the test process.
+
+mod helpers;
+
+mod admin;
+mod delivery;
+mod schedule;
+mod subscriptions;
+mod unsubscribe;

@@ -1,0 +1,315 @@
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{free_port, spawn_app, spawn_with, Backend, MailServer, Options};
+use crate::on_both_backends;
+
+on_both_backends!(
+    signup_page_invites_people_to_subscribe,
+    the_whole_journey_from_signup_to_one_click_unsubscribe,
+    invalid_addresses_get_422_with_a_message,
+    a_too_long_name_or_unreadable_body_gets_422,
+    the_honeypot_accepts_and_stores_nothing,
+    an_address_gets_one_confirmation_per_window,
+    too_many_signups_from_one_ip_get_429,
+    a_confirmed_address_gets_202_and_no_email,
+    resubscribing_goes_through_double_opt_in_again,
+    an_smtp_outage_delays_the_confirmation_but_never_loses_it,
+);
+
+async fn subscriber_status(app: &crate::helpers::TestApp, email: &str) -> Option<String> {
+    let response = app
+        .admin(Method::GET, "/api/admin/subscribers?limit=1000")
+        .send()
+        .await
+        .unwrap();
+    let page: Value = response.json().await.unwrap();
+    page["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|subscriber| subscriber["email"] == email)
+        .map(|subscriber| subscriber["status"].as_str().unwrap().to_owned())
+}
+
+async fn signup_page_invites_people_to_subscribe(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = response.text().await.unwrap();
+    assert!(page.contains("action=\"/subscribe\""));
+    assert!(page.contains("name=\"email\""));
+    assert!(page.contains("name=\"name\""));
+    assert!(page.contains("name=\"website\""), "honeypot");
+    assert!(page.contains("Send me practical tips every week to help my coalition succeed"));
+    assert!(page.contains("name=\"viewport\""), "readable on a phone");
+}
+
+async fn the_whole_journey_from_signup_to_one_click_unsubscribe(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .subscribe_form(&[
+            ("email", "Ada@Example.com"),
+            ("name", "Ada"),
+            ("website", ""),
+        ])
+        .await;
+    assert_eq!(response.status(), 202);
+    assert!(response.text().await.unwrap().contains("inbox"));
+
+    let confirmation = app.mail.wait_for("ada@example.com", 1).await.remove(0);
+    assert_eq!(
+        confirmation.subject(),
+        "Please confirm your subscription to Partnership Pitfalls Weekly"
+    );
+    assert!(confirmation.text().contains("Hi Ada,"));
+    assert!(confirmation.html().contains("<table"));
+    assert!(confirmation
+        .header("Content-Type")
+        .unwrap()
+        .contains("multipart/alternative"));
+    assert_eq!(
+        subscriber_status(&app, "ada@example.com").await.as_deref(),
+        Some("pending")
+    );
+
+    let link = confirmation.link("http://");
+    assert!(link.starts_with(&app.settings.newsletter.base_url));
+    // The configured base_url is for the public; ask this test server.
+    let local = link.replace(&app.settings.newsletter.base_url, &app.address);
+    let response = app.client.get(&local).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        subscriber_status(&app, "ada@example.com").await.as_deref(),
+        Some("confirmed")
+    );
+
+    app.enqueue("Welcome aboard", "First *real* issue.").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    let issue = app.mail.wait_for("ada@example.com", 2).await.remove(1);
+    assert_eq!(issue.subject(), "Welcome aboard");
+    let unsubscribe = issue.header("List-Unsubscribe").unwrap();
+    let unsubscribe = unsubscribe.trim_start_matches('<').trim_end_matches('>');
+    let local = unsubscribe.replace(&app.settings.newsletter.base_url, &app.address);
+    let response = app
+        .client
+        .post(&local)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        subscriber_status(&app, "ada@example.com").await.as_deref(),
+        Some("unsubscribed")
+    );
+}
+
+async fn invalid_addresses_get_422_with_a_message(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for email in [
+        "",
+        "not-an-email",
+        "a@b",
+        "ada@example.com\r\nBcc: x@example.com",
+        "ada@@example.com",
+    ] {
+        let response = app.subscribe_json(json!({ "email": email })).await;
+        assert_eq!(response.status(), 422, "{email:?}");
+        let body: Value = response.json().await.unwrap();
+        assert!(!body["error"].as_str().unwrap().is_empty(), "{email:?}");
+    }
+    let response = app.subscribe_json(json!({ "name": "No Email" })).await;
+    assert_eq!(response.status(), 422);
+    // A browser gets the form back with the message, not JSON.
+    let response = app.subscribe_form(&[("email", "nope")]).await;
+    assert_eq!(response.status(), 422);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("role=\"alert\""));
+    assert!(
+        page.contains("value=\"nope\""),
+        "the form keeps what was typed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.mail.received().is_empty());
+}
+
+async fn a_too_long_name_or_unreadable_body_gets_422(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .subscribe_json(json!({ "email": "long@example.com", "name": "n".repeat(101) }))
+        .await;
+    assert_eq!(response.status(), 422);
+    let response = app
+        .subscribe_json(json!({ "email": "crlf@example.com", "name": "Eve\r\nBcc: x@example.com" }))
+        .await;
+    assert_eq!(response.status(), 422);
+    let response = app
+        .client
+        .post(app.url("/subscribe"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].is_string());
+}
+
+async fn the_honeypot_accepts_and_stores_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .subscribe_form(&[
+            ("email", "bot@example.com"),
+            ("website", "http://spam.example"),
+        ])
+        .await;
+    assert_eq!(response.status(), 202);
+    let response = app
+        .subscribe_json(json!({ "email": "bot2@example.com", "website": "x" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "status": "pending" })
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.mail.received().is_empty());
+    assert_eq!(subscriber_status(&app, "bot@example.com").await, None);
+    assert_eq!(subscriber_status(&app, "bot2@example.com").await, None);
+}
+
+async fn an_address_gets_one_confirmation_per_window(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for _ in 0..3 {
+        let response = app
+            .subscribe_json(json!({ "email": "eager@example.com" }))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    app.mail.wait_for("eager@example.com", 1).await;
+    app.wait_until_idle().await;
+    assert_eq!(app.mail.received_by("eager@example.com").len(), 1);
+    // After the window, asking again sends a fresh link.
+    app.clock.advance(chrono::Duration::minutes(11));
+    let response = app
+        .subscribe_json(json!({ "email": "eager@example.com" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    app.mail.wait_for("eager@example.com", 2).await;
+}
+
+async fn too_many_signups_from_one_ip_get_429(backend: Backend) {
+    let app = spawn_with(Options::new(backend), |settings| {
+        settings.http.subscribe_per_ip_per_hour = 3;
+    })
+    .await;
+    for n in 0..3 {
+        let response = app
+            .subscribe_json(json!({ "email": format!("person{n}@example.com") }))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let response = app
+        .subscribe_json(json!({ "email": "person4@example.com" }))
+        .await;
+    assert_eq!(response.status(), 429);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("Too many"));
+    assert_eq!(subscriber_status(&app, "person4@example.com").await, None);
+}
+
+async fn a_confirmed_address_gets_202_and_no_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("known@example.com").await;
+    app.clock.advance(chrono::Duration::hours(1));
+    let response = app
+        .subscribe_json(json!({ "email": "known@example.com" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "status": "pending" })
+    );
+    app.wait_until_idle().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.mail.received_by("known@example.com").len(), 1);
+}
+
+async fn resubscribing_goes_through_double_opt_in_again(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("back@example.com").await;
+    let subscriber_id = app
+        .subscribers()
+        .await
+        .into_iter()
+        .find(|subscriber| subscriber.email == "back@example.com")
+        .unwrap()
+        .id;
+    let unsubscribe = app.state.composer.unsubscribe_url(subscriber_id);
+    let local = unsubscribe.replace(&app.settings.newsletter.base_url, &app.address);
+    assert_eq!(app.client.post(&local).send().await.unwrap().status(), 200);
+    assert_eq!(
+        subscriber_status(&app, "back@example.com").await.as_deref(),
+        Some("unsubscribed")
+    );
+
+    // Past the one-confirmation-per-window limit of the first signup.
+    app.clock.advance(chrono::Duration::minutes(11));
+    let response = app
+        .subscribe_json(json!({ "email": "back@example.com" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let mails = app.mail.wait_for("back@example.com", 2).await;
+    // Signing up alone changes nothing: only the confirmation does.
+    assert_eq!(
+        subscriber_status(&app, "back@example.com").await.as_deref(),
+        Some("unsubscribed")
+    );
+    let link = mails[1].link("http://");
+    let local = link.replace(&app.settings.newsletter.base_url, &app.address);
+    assert_eq!(app.client.get(&local).send().await.unwrap().status(), 200);
+    assert_eq!(
+        subscriber_status(&app, "back@example.com").await.as_deref(),
+        Some("confirmed")
+    );
+}
+
+async fn an_smtp_outage_delays_the_confirmation_but_never_loses_it(backend: Backend) {
+    let port = free_port();
+    let mut options = Options::new(backend);
+    options.smtp_port = Some(port);
+    let app = spawn_with(options, |_| {}).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .subscribe_json(json!({ "email": "patient@example.com" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the response never waits on SMTP"
+    );
+
+    // Let a few attempts fail against the closed port.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let counts = app.state.store.delivery_counts().await.unwrap();
+    assert_eq!(counts.sent, 0);
+    assert_eq!(counts.failed, 0);
+    assert_eq!(counts.unfinished(), 1, "the email waits in the outbox");
+
+    let server = MailServer::start_on(port);
+    // Skip over the backoff instead of sleeping through it.
+    app.clock.advance(chrono::Duration::minutes(5));
+    let mails = server.wait_for("patient@example.com", 1).await;
+    assert!(mails[0].text().contains("/confirm?token="));
+    app.wait_until_idle().await;
+    assert_eq!(server.received_by("patient@example.com").len(), 1);
+}

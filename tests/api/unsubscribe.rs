@@ -1,0 +1,158 @@
+//! Confirmation and unsubscribe links: what people and link scanners see.
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    unknown_or_malformed_confirmation_tokens_get_a_friendly_404,
+    an_expired_confirmation_link_gets_410,
+    a_confirmation_link_works_only_once,
+    the_unsubscribe_page_changes_nothing_until_the_button,
+    one_click_unsubscribe_is_idempotent_and_never_redirects,
+    unknown_unsubscribe_tokens_get_404,
+    the_consent_log_records_who_and_from_where,
+);
+
+fn local(app: &TestApp, link: &str) -> String {
+    link.replace(&app.settings.newsletter.base_url, &app.address)
+}
+
+async fn confirmation_link(app: &TestApp, email: &str) -> String {
+    let response = app.subscribe_json(json!({ "email": email })).await;
+    assert_eq!(response.status(), 202);
+    let mail = app.mail.wait_for(email, 1).await.remove(0);
+    local(app, &mail.link("http://"))
+}
+
+async fn unknown_or_malformed_confirmation_tokens_get_a_friendly_404(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for query in [
+        "",
+        "?token=",
+        "?token=garbage",
+        "?token=AAAAAAAAAAGkeypM9LgN6eWusFgsbmHW",
+    ] {
+        let response = app
+            .client
+            .get(app.url(&format!("/confirm{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{query}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains("<html"), "a page, not a bare error");
+        assert!(
+            page.contains("href=\"http://127.0.0.1:8080/\""),
+            "a way to subscribe again"
+        );
+    }
+}
+
+async fn an_expired_confirmation_link_gets_410(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let link = confirmation_link(&app, "late@example.com").await;
+    app.clock
+        .advance(chrono::Duration::hours(72) + chrono::Duration::minutes(1));
+    let response = app.client.get(&link).send().await.unwrap();
+    assert_eq!(response.status(), 410);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("expired"));
+    assert!(page.contains("href=\"http://127.0.0.1:8080/\""));
+}
+
+async fn a_confirmation_link_works_only_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let link = confirmation_link(&app, "once@example.com").await;
+    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 200);
+    let again = app.client.get(&link).send().await.unwrap();
+    assert_eq!(again.status(), 410);
+    assert!(again.text().await.unwrap().contains("already been used"));
+}
+
+async fn the_unsubscribe_page_changes_nothing_until_the_button(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("scanned@example.com").await;
+    let id = app.subscribers().await[0].id;
+    let link = local(&app, &app.state.composer.unsubscribe_url(id));
+    for _ in 0..3 {
+        let response = app.client.get(&link).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let page = response.text().await.unwrap();
+        assert!(page.contains("method=\"post\""));
+        assert!(page.contains("/unsubscribe?token="));
+    }
+    let subscribers = app.subscribers().await;
+    assert_eq!(subscribers[0].status.as_str(), "confirmed");
+}
+
+async fn one_click_unsubscribe_is_idempotent_and_never_redirects(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("leaving@example.com").await;
+    let id = app.subscribers().await[0].id;
+    let link = local(&app, &app.state.composer.unsubscribe_url(id));
+    // RFC 8058 clients post multipart or urlencoded, with no cookies or auth.
+    let form = reqwest::multipart::Form::new().text("List-Unsubscribe", "One-Click");
+    let response = app.client.post(&link).multipart(form).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(&link)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "idempotent, and no redirect");
+    }
+    let subscribers = app.subscribers().await;
+    assert_eq!(subscribers[0].status.as_str(), "unsubscribed");
+}
+
+async fn unknown_unsubscribe_tokens_get_404(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for token in ["", "nonsense", "AAAAAAAAAAGkeypM9LgN6eWusFgsbmHW"] {
+        let url = app.url(&format!("/unsubscribe?token={token}"));
+        assert_eq!(app.client.get(&url).send().await.unwrap().status(), 404);
+        assert_eq!(app.client.post(&url).send().await.unwrap().status(), 404);
+    }
+    // A well-formed token for a subscriber who does not exist.
+    let link = local(&app, &app.state.composer.unsubscribe_url(999_999));
+    assert_eq!(app.client.post(&link).send().await.unwrap().status(), 404);
+}
+
+async fn the_consent_log_records_who_and_from_where(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .client
+        .post(app.url("/subscribe"))
+        .header("user-agent", "ConsentTest/1.0")
+        .json(&json!({ "email": "evidence@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let mail = app.mail.wait_for("evidence@example.com", 1).await.remove(0);
+    let confirm = local(&app, &mail.link("http://"));
+    app.client
+        .get(&confirm)
+        .header("user-agent", "ConfirmBrowser/2.0")
+        .send()
+        .await
+        .unwrap();
+    let id = app.subscribers().await[0].id;
+    let link = local(&app, &app.state.composer.unsubscribe_url(id));
+    app.client.post(&link).send().await.unwrap();
+
+    let events = app.state.store.consent_events(id).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(kinds, ["signup", "confirm", "unsubscribe"]);
+    assert_eq!(events[0].ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(events[0].user_agent.as_deref(), Some("ConsentTest/1.0"));
+    assert_eq!(events[1].user_agent.as_deref(), Some("ConfirmBrowser/2.0"));
+    assert!(events
+        .windows(2)
+        .all(|pair| pair[0].occurred_at <= pair[1].occurred_at));
+}

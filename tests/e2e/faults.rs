@@ -1,0 +1,150 @@
+//! Faults injected by smtp-sink: 4xx, 5xx and hang-ups, and SIGTERM mid-send.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::harness::{free_port, sqlite_delivery_counts, wait_until, Install, Sink, ADMIN_TOKEN};
+
+fn install_with_readers(dir: &std::path::Path, readers: usize, smtp_url: &str) -> Install {
+    let install = Install::new(dir)
+        .set("TIDINGS_SMTP__URL", smtp_url)
+        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
+        .set("TIDINGS_SMTP__RETRY_BASE", "1s")
+        .set("TIDINGS_SMTP__MAX_ATTEMPTS", "20");
+    let csv = dir.join("readers.csv");
+    let rows: String = (1..=readers)
+        .map(|n| format!("reader{n}@example.com,Reader {n},confirmed\n"))
+        .collect();
+    std::fs::write(&csv, format!("email,name,status\n{rows}")).unwrap();
+    install.ok(&["subscriber", "import", csv.to_str().unwrap()]);
+    install
+}
+
+fn stats(daemon: &crate::harness::Daemon) -> Value {
+    daemon
+        .admin(Method::GET, "/api/admin/stats")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn a_5xx_from_smtp_sink_fails_the_delivery_without_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(&["-f", "."]);
+    let install = install_with_readers(dir.path(), 3, &sink.url());
+    let daemon = install.serve(free_port());
+    let response = daemon
+        .admin(Method::POST, "/api/admin/send-now")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_until("three failed deliveries", Duration::from_secs(20), || {
+        stats(&daemon)["deliveries"]["failed"] == 3
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = stats(&daemon);
+    assert_eq!(stats["deliveries"]["failed"], 3, "never retried: {stats}");
+    assert_eq!(stats["deliveries"]["pending"], 0, "{stats}");
+    assert_eq!(
+        stats["subscribers"]["confirmed"], 3,
+        "one bounce is not three"
+    );
+}
+
+#[test]
+fn a_4xx_or_a_hang_up_is_retried_until_the_server_takes_it() {
+    for fault in ["-r", "-q"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let faulty = Sink::start_on(port, &[fault, "."]);
+        let install = install_with_readers(dir.path(), 2, &faulty.url());
+        let daemon = install.serve(free_port());
+        let response = daemon
+            .admin(Method::POST, "/api/admin/send-now")
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        std::thread::sleep(Duration::from_millis(2500));
+        let before = stats(&daemon);
+        assert_eq!(before["deliveries"]["sent"], 0, "{fault}: {before}");
+        assert_eq!(before["deliveries"]["failed"], 0, "{fault}: {before}");
+        let metrics = daemon
+            .client
+            .get(daemon.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            !metrics.contains("tidings_send_failures_total{kind=\"transient\"} 0"),
+            "{fault}: transient failures are counted"
+        );
+        drop(faulty);
+        let healthy = Sink::start_on(port, &[]);
+        let messages = healthy.wait_for(2, Duration::from_secs(30));
+        wait_until("both sent", Duration::from_secs(10), || {
+            stats(&daemon)["deliveries"]["sent"] == 2
+        });
+        let mut recipients: Vec<_> = messages.iter().map(|m| m.recipient.clone()).collect();
+        recipients.sort();
+        assert_eq!(
+            recipients,
+            ["reader1@example.com", "reader2@example.com"],
+            "{fault}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_drains_the_sends_in_flight_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow server (1 s per DATA), so sends are in flight at SIGTERM.
+    let port = free_port();
+    let slow = Sink::start_on(port, &["-w", "1"]);
+    let install =
+        install_with_readers(dir.path(), 60, &slow.url()).set("TIDINGS_SMTP__CONCURRENCY", "4");
+    let mut daemon = install.serve(free_port());
+    let response = daemon
+        .admin(Method::POST, "/api/admin/send-now")
+        .send()
+        .unwrap();
+    let recipients = response.json::<Value>().unwrap()["recipients"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(recipients, 60);
+    slow.wait_for(4, Duration::from_secs(20));
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait_exit(Duration::from_secs(20)),
+        "exit 0 after draining"
+    );
+    let delivered = slow.messages().len() as i64;
+    let counts = sqlite_delivery_counts(&dir.path().join("tidings.db"));
+    assert_eq!(
+        counts.get("sending"),
+        None,
+        "nothing left leased: {counts:?}"
+    );
+    assert_eq!(
+        counts.get("sent").copied().unwrap_or(0),
+        delivered,
+        "{counts:?}"
+    );
+    assert!(delivered < 60, "it stopped early: {delivered}");
+
+    // The next start picks up where the last one stopped.
+    let _daemon = install.serve(free_port());
+    slow.wait_for(60, Duration::from_secs(60));
+    wait_until("all 60 sent", Duration::from_secs(30), || {
+        sqlite_delivery_counts(&dir.path().join("tidings.db")).get("sent") == Some(&60)
+    });
+    let mut seen: Vec<_> = slow.messages().into_iter().map(|m| m.recipient).collect();
+    assert_eq!(seen.len(), 60, "no message twice");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 60, "everyone once");
+}

@@ -1,0 +1,377 @@
+//! Processes for the end-to-end tests: the daemon, the CLI and smtp-sink.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Postfix's smtp-sink, dumping every message it accepts into a folder.
+pub struct Sink {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sink {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// `extra` injects faults: `-r .` answers 4xx, `-f .` 5xx and `-q .`
+    /// hangs up, each at the end of DATA.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // smtp-sink drops privileges to `nobody`, which must write here.
+        Command::new("chmod")
+            .arg("0777")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let mut command = Command::new("smtp-sink");
+        if is_root() {
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .args(extra)
+            .arg("-d")
+            .arg(format!("{}/%H%M%S.", dir.path().display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("256")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink must be installed (apt-get install postfix)");
+        let sink = Self { port, dir, child };
+        wait_for_port(port);
+        sink
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every complete message dumped so far.
+    pub fn messages(&self) -> Vec<Dumped> {
+        let mut messages = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Some(message) = Dumped::parse(&text) {
+                    messages.push(message);
+                }
+            }
+        }
+        messages
+    }
+
+    pub fn wait_for(&self, count: usize, within: Duration) -> Vec<Dumped> {
+        let deadline = Instant::now() + within;
+        loop {
+            let messages = self.messages();
+            if messages.len() >= count {
+                return messages;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {within:?} for {count} messages at smtp-sink; got {}",
+                messages.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One message from an smtp-sink dump file.
+#[derive(Debug, Clone)]
+pub struct Dumped {
+    pub recipient: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Dumped {
+    fn parse(text: &str) -> Option<Self> {
+        let recipient = text
+            .lines()
+            .find_map(|line| line.strip_prefix("X-Rcpt-Args: "))?
+            .trim_start_matches("TO:")
+            .trim_start_matches('<')
+            .split('>')
+            .next()?
+            .to_owned();
+        // The client's message starts after smtp-sink's Received header.
+        let start = text.find("\nFrom: ").or_else(|| text.find("\nDate: "))? + 1;
+        let message = &text[start..];
+        let (head, body) = message.split_once("\n\n")?;
+        // A dump is complete once the closing boundary is there.
+        if !body.trim_end().ends_with("--") {
+            return None;
+        }
+        let unfolded = head.replace("\n ", " ").replace("\n\t", " ");
+        let headers = unfolded
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| (key.to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        Some(Self {
+            recipient,
+            headers,
+            body: decode_quoted_printable(body),
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The first link in the body that starts with `prefix`.
+    pub fn link(&self, prefix: &str) -> String {
+        let start = self
+            .body
+            .find(prefix)
+            .unwrap_or_else(|| panic!("no {prefix} in {}", self.body));
+        self.body[start..]
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'=' && index + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&joined[index + 1..index + 3], 16) {
+                out.push(byte);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Environment for one tidings installation: its folder and settings.
+#[derive(Clone)]
+pub struct Install {
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Install {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("RUST_LOG");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "tidings {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    pub fn serve(&self, port: u16) -> Daemon {
+        let log = self.dir.join(format!("serve-{port}.log"));
+        let child = self
+            .command(&["serve"])
+            .env("TIDINGS_HTTP__BIND", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            child,
+            port,
+            log,
+            client: reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        };
+        daemon.wait_healthy();
+        daemon
+    }
+}
+
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    pub client: reqwest::blocking::Client,
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = self.client.get(self.url("/healthz")).send() {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not become healthy:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A link from an email, pointed at this daemon.
+    pub fn local(&self, link: &str) -> String {
+        link.replace(
+            "http://127.0.0.1:8080",
+            &format!("http://127.0.0.1:{}", self.port),
+        )
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself; returns whether it exited 0.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Counts deliveries by status straight from a SQLite database file.
+pub fn sqlite_delivery_counts(db: &Path) -> HashMap<String, i64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    })
+}
+
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

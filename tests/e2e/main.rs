@@ -1,0 +1,7 @@
+//! End-to-end tests: the built `tidings` binary, driven from outside over
+//! HTTP and its CLI, sending to Postfix's `smtp-sink`.
+
+mod harness;
+
+mod cli;
+mod faults;
