@@ -83,6 +83,17 @@ pub enum SubscriberCommand {
     Import { file: PathBuf },
     /// Write every subscriber as CSV (email,name,status) to stdout.
     Export,
+    /// Create COUNT confirmed test subscribers PREFIX<n>@DOMAIN in bulk,
+    /// inside the database (for benchmarks and load tests).
+    #[command(hide = true)]
+    Generate {
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "reader")]
+        prefix: String,
+        #[arg(long, default_value = "example.com")]
+        domain: String,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -297,6 +308,20 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
             }
         }
         SubscriberCommand::Import { file } => import(&services, &file).await?,
+        SubscriberCommand::Generate {
+            count,
+            prefix,
+            domain,
+        } => {
+            let started = std::time::Instant::now();
+            let added = store
+                .bulk_insert_confirmed(count, &prefix, &domain, services.clock.now())
+                .await?;
+            println!(
+                "generated {added} confirmed subscribers in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         SubscriberCommand::Export => {
             let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
             writer.write_record(["email", "name", "status"])?;
