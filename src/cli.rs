@@ -45,6 +45,15 @@ pub enum Command {
     /// Manage subscribers.
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Copy everything from a SQLite database into an empty PostgreSQL one.
+    MigrateData {
+        /// The SQLite URL, e.g. sqlite://tidings.db
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL URL, e.g. postgres://user@host/tidings
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SendNow => send_now(settings).await,
         Command::Post(command) => post(settings, command).await,
         Command::Subscriber(command) => subscriber(settings, command).await,
+        Command::MigrateData { from, to } => migrate_data(&settings, &from, &to).await,
     }
 }
 
@@ -141,6 +151,22 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let _ = interrupt.await;
     tracing::info!("stopping: finishing the sends in flight");
     shutdown.cancel();
+}
+
+async fn migrate_data(settings: &Settings, from: &str, to: &str) -> anyhow::Result<()> {
+    let pool = settings.database.max_connections;
+    let from = config::DatabaseSettings::from_url(from, pool).context("--from")?;
+    let to = config::DatabaseSettings::from_url(to, pool).context("--to")?;
+    let started = std::time::Instant::now();
+    let report = crate::store::transfer::copy_sqlite_to_postgres(&from, &to).await?;
+    for (table, rows) in &report {
+        println!("{table:>15}: {rows} rows copied and verified");
+    }
+    println!(
+        "done in {:.1} s; point database.url at the new database and start tidings",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn check(settings: Settings) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use crate::tokens::TokenKey;
 
 mod postgres;
 mod sqlite;
+pub mod transfer;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -72,6 +72,11 @@ impl PostgresStore {
     async fn write(&self) -> StoreResult<Tx> {
         Ok(self.pool.begin().await?)
     }
+
+    /// For the data transfer between backends, which lives in this module.
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 async fn record_consent(

@@ -78,6 +78,11 @@ impl SqliteStore {
     async fn write(&self) -> StoreResult<Tx> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// For the data transfer between backends, which lives in this module.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 async fn record_consent(

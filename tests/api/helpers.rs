@@ -13,6 +13,8 @@ use tidings::config::{self, DatabaseSettings, Settings};
 use tidings::http::SharedState;
 use tokio_util::sync::CancellationToken;
 
+use crate::postgres::PgDatabase;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,19 +325,10 @@ impl MailServer {
 
 // ------------------------------------------------------------------ databases
 
-/// Drops the test's database (or folder) when the test ends.
+/// The test's database, dropped (or its folder removed) when the test ends.
 pub enum TestDatabase {
-    /// The folder holding the database file, removed on drop.
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres {
-        admin_url: String,
-        name: String,
-    },
-}
-
-pub fn postgres_admin_url() -> String {
-    std::env::var("TIDINGS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    Postgres(#[allow(dead_code)] PgDatabase),
 }
 
 impl TestDatabase {
@@ -347,50 +340,10 @@ impl TestDatabase {
                 (TestDatabase::Sqlite(dir), url)
             }
             Backend::Postgres => {
-                use sqlx::Connection;
-                let admin_url = postgres_admin_url();
-                let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
-                let mut connection = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("PostgreSQL must be running for the tests (TIDINGS_TEST_POSTGRES_URL)");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-                let url = database_url_for(&admin_url, &name);
-                (TestDatabase::Postgres { admin_url, name }, url)
+                let database = PgDatabase::create();
+                let url = database.url.clone();
+                (TestDatabase::Postgres(database), url)
             }
-        }
-    }
-}
-
-pub fn database_url_for(admin_url: &str, name: &str) -> String {
-    let mut url = url::Url::parse(admin_url).unwrap();
-    url.set_path(&format!("/{name}"));
-    url.to_string()
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let TestDatabase::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Async work cannot run in Drop; a helper thread has its own runtime.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    use sqlx::Connection;
-                    if let Ok(mut connection) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut connection)
-                                .await;
-                    }
-                });
-            })
-            .join();
         }
     }
 }

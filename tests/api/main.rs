@@ -2,6 +2,9 @@
 //! database (a SQLite file or a fresh PostgreSQL database) and a real SMTP
 //! server running in the test process.
 
+#[path = "../common/postgres.rs"]
+mod postgres;
+
 mod helpers;
 
 mod admin;

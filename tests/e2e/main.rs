@@ -1,7 +1,11 @@
 //! End-to-end tests: the built `tidings` binary, driven from outside over
 //! HTTP and its CLI, sending to Postfix's `smtp-sink`.
 
+#[path = "../common/postgres.rs"]
+mod postgres;
+
 mod harness;
 
 mod cli;
 mod faults;
+mod fleet;

@@ -1,0 +1,186 @@
+//! PostgreSQL as the shared queue of several daemons, and the move there.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::harness::{free_port, wait_until, Install, Sink, ADMIN_TOKEN};
+use crate::postgres::PgDatabase;
+
+const READERS: usize = 2000;
+const POSTS: usize = 3;
+
+fn query_pairs(url: &str, sql: &str) -> Vec<(String, i64)> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_as::<_, (String, i64)>(&sql)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn three_instances_share_one_queue_and_a_sigkill_loses_nothing() {
+    let database = PgDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(&[]);
+    let install = Install::new(dir.path())
+        .set("TIDINGS_DATABASE__URL", database.url.clone())
+        .set("TIDINGS_SMTP__URL", sink.url())
+        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
+        .set("TIDINGS_SMTP__CONCURRENCY", "4")
+        .set("TIDINGS_SMTP__LEASE", "3s")
+        .set("TIDINGS_SCHEDULE__CRON", "*/5 * * * * *")
+        .set("TIDINGS_SCHEDULE__CATCH_UP", "2s");
+    install.ok(&["migrate"]);
+    install.ok(&["subscriber", "generate", "--count", &READERS.to_string()]);
+    for week in 1..=POSTS {
+        let file = dir.path().join(format!("week{week}.md"));
+        std::fs::write(&file, format!("Tip for week {week}.\n\n- one\n- two\n")).unwrap();
+        install.ok(&[
+            "post",
+            "add",
+            "--subject",
+            &format!("Week {week}"),
+            file.to_str().unwrap(),
+        ]);
+    }
+
+    let mut daemons: Vec<_> = (0..3).map(|_| install.serve(free_port())).collect();
+    // Kill one instance with SIGKILL in the middle of the first send.
+    sink.wait_for(300, Duration::from_secs(60));
+    daemons[0].signal("KILL");
+    assert!(!daemons[0].wait_exit(Duration::from_secs(5)));
+    // The others take its leased rows once the lease expires.
+    let url = database.url.clone();
+    wait_until("every delivery sent", Duration::from_secs(120), || {
+        let counts: HashMap<String, i64> = query_pairs(
+            &url,
+            "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
+        )
+        .into_iter()
+        .collect();
+        counts.get("sent").copied() == Some((READERS * POSTS) as i64) && counts.len() == 1
+    });
+
+    // Exactly one issue per slot, each to every reader.
+    let issues = query_pairs(&url, "SELECT slot_key, recipients FROM issues ORDER BY id");
+    assert_eq!(issues.len(), POSTS, "{issues:?}");
+    assert!(
+        issues
+            .iter()
+            .all(|(_, recipients)| *recipients == READERS as i64),
+        "{issues:?}"
+    );
+    let stats: serde_json::Value = daemons[1]
+        .admin(Method::GET, "/api/admin/stats")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["posts"]["sent"], POSTS);
+
+    // Every reader got every issue; a duplicate only for a message that was
+    // in flight at the kill, and then with the same Message-ID.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for message in sink.messages() {
+        let subject = message.header("subject").unwrap().to_owned();
+        let id = message.header("message-id").unwrap().to_owned();
+        seen.entry((message.recipient, subject))
+            .or_default()
+            .push(id);
+    }
+    assert_eq!(seen.len(), READERS * POSTS, "every reader, every issue");
+    let duplicates: Vec<_> = seen.values().filter(|ids| ids.len() > 1).collect();
+    for ids in &duplicates {
+        assert!(
+            ids.iter().all(|id| id == &ids[0]),
+            "a resend keeps its Message-ID: {ids:?}"
+        );
+    }
+    assert!(duplicates.len() <= 200, "{} duplicates", duplicates.len());
+    eprintln!(
+        "fleet: {} messages, {} resent after the SIGKILL",
+        READERS * POSTS,
+        duplicates.len()
+    );
+}
+
+#[test]
+fn migrate_data_moves_a_sqlite_install_to_postgres_and_old_links_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Install::new(dir.path()).set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
+    let csv = dir.path().join("people.csv");
+    std::fs::write(
+        &csv,
+        "email,name,status\nana@example.com,Ana,confirmed\nbo@example.com,Bo,confirmed\ncy@example.com,,pending\n",
+    )
+    .unwrap();
+    sqlite.ok(&["subscriber", "import", csv.to_str().unwrap()]);
+    let post = dir.path().join("post.md");
+    std::fs::write(&post, "---\nsubject: \"Moving day\"\n---\nHello.\n").unwrap();
+    sqlite.ok(&["post", "add", post.to_str().unwrap()]);
+    assert!(sqlite.ok(&["send-now"]).contains("2 sent"));
+    let before = sqlite.ok(&["subscriber", "export"]);
+    // An unsubscribe link emailed while on SQLite.
+    let eml = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .find(|text| text.contains("Subject: Moving day") && text.contains("To: Ana"))
+        .expect("Ana's issue in outbox/");
+    let link = eml
+        .lines()
+        .find_map(|line| line.strip_prefix("List-Unsubscribe: <"))
+        .unwrap()
+        .trim_end_matches('>')
+        .to_owned();
+
+    let database = PgDatabase::create();
+    let from = format!("sqlite://{}", dir.path().join("tidings.db").display());
+    let report = sqlite.ok(&["migrate-data", "--from", &from, "--to", &database.url]);
+    for expected in [
+        "subscribers: 3 rows",
+        "posts: 1 rows",
+        "issues: 1 rows",
+        "deliveries: 3 rows",
+    ] {
+        assert!(report.contains(expected), "{expected} in:\n{report}");
+    }
+    assert!(report.contains("consent_events"), "{report}");
+    let again = sqlite.run(&["migrate-data", "--from", &from, "--to", &database.url]);
+    assert!(
+        !again.status.success(),
+        "never into a database that has data"
+    );
+
+    let postgres = Install::new(dir.path())
+        .set("TIDINGS_DATABASE__URL", database.url.clone())
+        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
+    assert_eq!(postgres.ok(&["subscriber", "export"]), before);
+    let daemon = postgres.serve(free_port());
+    let response = daemon.client.post(daemon.local(&link)).send().unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a link from before the move still works"
+    );
+    assert!(postgres
+        .ok(&["subscriber", "list"])
+        .contains("ana@example.com\tunsubscribed"));
+    // New rows continue after the copied ids.
+    postgres.ok(&["subscriber", "add", "dee@example.com", "--confirmed"]);
+}
