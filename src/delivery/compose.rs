@@ -13,7 +13,9 @@ use serde_json::json;
 
 use crate::config::{NewsletterSettings, ScheduleMode};
 use crate::render::{markdown, EmailKind, Templates};
-use crate::store::{ClaimedDelivery, DeliveryPayload, IssueMeta, SharedStore, StoreError};
+use crate::store::{
+    ClaimedDelivery, DeliveryPayload, IssueMeta, PostForRender, SharedStore, StoreError,
+};
 use crate::subscribers::SubscriberStatus;
 use crate::tokens::{TokenKey, TokenPurpose};
 
@@ -213,9 +215,18 @@ impl Composer {
     }
 
     /// The issue HTML exactly as a subscriber sees it, for the admin preview.
-    pub async fn preview(&self, post_id: i64, number: i64) -> Result<String, ComposeError> {
-        let post = self.post(post_id).await?;
-        Ok(self.render_issue(&post, number, Some("Reader"), 0)?.html)
+    /// Rendered afresh and not cached: a queued post may still change, and
+    /// another instance's cache would not hear of it.
+    pub async fn preview(&self, post_id: i64) -> Result<String, ComposeError> {
+        let found = self
+            .store
+            .post_for_render(post_id)
+            .await?
+            .ok_or(ComposeError::MissingPost(post_id))?;
+        let post = render_post(found);
+        Ok(self
+            .render_issue(&post, post.ordinal, Some("Reader"), 0)?
+            .html)
     }
 
     fn build(
@@ -268,24 +279,12 @@ impl Composer {
             .post_for_render(post_id)
             .await?
             .ok_or(ComposeError::MissingPost(post_id))?;
-        let text = markdown::to_plain_text(&found.post.body_markdown);
-        let rendered = Arc::new(RenderedPost {
-            html: markdown::to_email_html(&found.post.body_markdown),
-            preheader: preheader(&text),
-            text,
-            subject: found.post.subject,
-            ordinal: found.ordinal,
-        });
+        let rendered = Arc::new(render_post(found));
         self.posts
             .lock()
             .expect("post cache")
             .insert(post_id, rendered.clone());
         Ok(rendered)
-    }
-
-    /// Forgets a post's rendering after an edit (used by the preview).
-    pub fn forget_post(&self, post_id: i64) {
-        self.posts.lock().expect("post cache").remove(&post_id);
     }
 
     async fn issue(&self, issue_id: i64) -> Result<IssueMeta, ComposeError> {
@@ -302,6 +301,18 @@ impl Composer {
             .expect("issue cache")
             .insert(issue_id, meta);
         Ok(meta)
+    }
+}
+
+/// Markdown to email HTML and text, once per post.
+fn render_post(found: PostForRender) -> RenderedPost {
+    let text = markdown::to_plain_text(&found.post.body_markdown);
+    RenderedPost {
+        html: markdown::to_email_html(&found.post.body_markdown),
+        preheader: preheader(&text),
+        text,
+        subject: found.post.subject,
+        ordinal: found.ordinal,
     }
 }
 

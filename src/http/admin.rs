@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, SharedState};
+use crate::delivery::compose::ComposeError;
 use crate::posts::{NewPost, Post, PostSubject};
 use crate::store::{CreateIssueOutcome, NewIssue, PostChanges, PostEdit, SubscriberQuery};
 use crate::subscribers::SubscriberStatus;
@@ -175,10 +176,7 @@ async fn update_post(
         position: body.position,
     };
     match state.store.update_post(id, changes).await? {
-        PostEdit::Updated(post) => {
-            state.composer.forget_post(id);
-            Ok(Json(post))
-        }
+        PostEdit::Updated(post) => Ok(Json(post)),
         PostEdit::NotFound => Err(not_found(id)),
         PostEdit::AlreadySent => Err(already_sent(id)),
         PostEdit::Deleted => Err(ApiError::internal(anyhow::anyhow!(
@@ -205,15 +203,11 @@ async fn preview_post(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let Some(found) = state.store.post_for_render(id).await? else {
-        return Err(not_found(id));
-    };
-    let html = state
-        .composer
-        .preview(id, found.ordinal)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Html(html).into_response())
+    match state.composer.preview(id).await {
+        Ok(html) => Ok(Html(html).into_response()),
+        Err(ComposeError::MissingPost(_)) => Err(not_found(id)),
+        Err(error) => Err(ApiError::internal(error)),
+    }
 }
 
 async fn send_now(State(state): State<SharedState>) -> Result<Response, ApiError> {

@@ -208,6 +208,15 @@ impl DeliveryCounts {
         }
     }
 
+    /// Sums `(status, count)` rows as the stores read them.
+    pub(crate) fn from_rows(rows: Vec<(String, i64)>) -> StoreResult<Self> {
+        let mut counts = Self::default();
+        for (status, count) in rows {
+            counts.add(parse_delivery_status(&status)?, count);
+        }
+        Ok(counts)
+    }
+
     pub fn unfinished(&self) -> i64 {
         self.pending + self.sending
     }
@@ -226,6 +235,15 @@ pub struct SubscriberCounts {
 }
 
 impl SubscriberCounts {
+    /// Sums `(status, count)` rows as the stores read them.
+    pub(crate) fn from_rows(rows: Vec<(String, i64)>) -> StoreResult<Self> {
+        let mut counts = Self::default();
+        for (status, count) in rows {
+            counts.add(parse_subscriber_status(&status)?, count);
+        }
+        Ok(counts)
+    }
+
     pub fn add(&mut self, status: SubscriberStatus, count: i64) {
         match status {
             SubscriberStatus::Pending => self.pending += count,

@@ -502,17 +502,14 @@ impl Store for PostgresStore {
     }
 
     async fn subscriber_counts(&self) -> StoreResult<SubscriberCounts> {
-        let mut counts = SubscriberCounts::default();
-        for (status, count) in count_by_status(
-            &self.pool,
-            "SELECT status, COUNT(*) FROM subscribers GROUP BY status",
-            None,
+        SubscriberCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, COUNT(*) FROM subscribers GROUP BY status",
+                None,
+            )
+            .await?,
         )
-        .await?
-        {
-            counts.add(parse_subscriber_status(&status)?, count);
-        }
-        Ok(counts)
     }
 
     async fn bulk_insert_confirmed(
@@ -798,17 +795,14 @@ impl Store for PostgresStore {
     }
 
     async fn issue_progress(&self, issue_id: i64) -> StoreResult<DeliveryCounts> {
-        let mut counts = DeliveryCounts::default();
-        for (status, count) in count_by_status(
-            &self.pool,
-            "SELECT status, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY status",
-            Some(issue_id),
+        DeliveryCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY status",
+                Some(issue_id),
+            )
+            .await?,
         )
-        .await?
-        {
-            counts.add(parse_delivery_status(&status)?, count);
-        }
-        Ok(counts)
     }
 
     async fn latest_scheduled_slot(&self) -> StoreResult<Option<DateTime<Utc>>> {
@@ -1071,17 +1065,14 @@ impl Store for PostgresStore {
     }
 
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        let mut counts = DeliveryCounts::default();
-        for (status, count) in count_by_status(
-            &self.pool,
-            "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
-            None,
+        DeliveryCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
+                None,
+            )
+            .await?,
         )
-        .await?
-        {
-            counts.add(parse_delivery_status(&status)?, count);
-        }
-        Ok(counts)
     }
 }
 

@@ -462,17 +462,14 @@ impl Store for SqliteStore {
     }
 
     async fn subscriber_counts(&self) -> StoreResult<SubscriberCounts> {
-        let mut counts = SubscriberCounts::default();
-        for (status, count) in count_by_status(
-            &self.pool,
-            "SELECT status, COUNT(*) FROM subscribers GROUP BY status",
-            None,
+        SubscriberCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, COUNT(*) FROM subscribers GROUP BY status",
+                None,
+            )
+            .await?,
         )
-        .await?
-        {
-            counts.add(parse_subscriber_status(&status)?, count);
-        }
-        Ok(counts)
     }
 
     async fn bulk_insert_confirmed(
@@ -738,17 +735,14 @@ impl Store for SqliteStore {
     }
 
     async fn issue_progress(&self, issue_id: i64) -> StoreResult<DeliveryCounts> {
-        let mut counts = DeliveryCounts::default();
-        for (status, count) in count_by_status(
-            &self.pool,
-            "SELECT status, COUNT(*) FROM deliveries WHERE issue_id = ? GROUP BY status",
-            Some(issue_id),
+        DeliveryCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, COUNT(*) FROM deliveries WHERE issue_id = ? GROUP BY status",
+                Some(issue_id),
+            )
+            .await?,
         )
-        .await?
-        {
-            counts.add(parse_delivery_status(&status)?, count);
-        }
-        Ok(counts)
     }
 
     async fn latest_scheduled_slot(&self) -> StoreResult<Option<DateTime<Utc>>> {
@@ -959,17 +953,14 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        let mut counts = DeliveryCounts::default();
-        for (status, count) in count_by_status(
-            &self.pool,
-            "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
-            None,
+        DeliveryCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
+                None,
+            )
+            .await?,
         )
-        .await?
-        {
-            counts.add(parse_delivery_status(&status)?, count);
-        }
-        Ok(counts)
     }
 }
 
