@@ -162,6 +162,15 @@ pub struct TemplateSettings {
 
 /// Loads defaults, then `file` (if any), then the environment.
 pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_layers(file, true)
+}
+
+/// The compiled-in defaults alone, without any file or environment.
+pub fn defaults() -> Settings {
+    load_layers(None, false).expect("the built-in defaults are valid")
+}
+
+fn load_layers(file: Option<&Path>, with_environment: bool) -> Result<Settings, ConfigError> {
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(file) = file {
         if !file.exists() {
@@ -173,11 +182,13 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         figment = figment.merge(Toml::file(file));
     }
     // Only `SECTION__KEY` variables are config; TIDINGS_CONFIG names the file.
-    figment = figment.merge(
-        Env::prefixed("TIDINGS_")
-            .filter(|key| key.as_str().contains("__"))
-            .split("__"),
-    );
+    if with_environment {
+        figment = figment.merge(
+            Env::prefixed("TIDINGS_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+    }
     let raw: RawSettings = figment.extract().map_err(|error| {
         let key = error.path.join(".");
         let message = error.to_string();
@@ -477,9 +488,11 @@ impl RawSchedule {
 mod tests {
     use super::*;
 
+    // These tests leave the process environment out, so a TIDINGS_ variable
+    // in the developer's shell cannot change what they see.
     #[test]
     fn defaults_parse() {
-        let settings = load(None).expect("defaults are valid");
+        let settings = load_layers(None, false).expect("defaults are valid");
         assert_eq!(settings.database.backend, Backend::Sqlite);
         assert_eq!(settings.smtp.concurrency, 8);
         assert_eq!(settings.smtp.retry_base, Duration::from_secs(60));
@@ -492,7 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tidings.toml");
         std::fs::write(&path, toml).unwrap();
-        load(Some(&path))
+        load_layers(Some(&path), false)
     }
 
     #[test]

@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn list_id_is_a_slug_under_the_sender_domain() {
-        let newsletter = crate::config::load(None).unwrap().newsletter;
+        let newsletter = crate::config::defaults().newsletter;
         assert_eq!(
             list_id(&newsletter),
             "\"Partnership Pitfalls Weekly\" <partnership-pitfalls-weekly.localhost>"

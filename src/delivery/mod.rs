@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
@@ -30,6 +30,10 @@ use compose::{Composed, Composer};
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 const MAX_OUTCOMES_PER_WRITE: usize = 1000;
+/// Sends per connection that may be accepted by the server but not yet
+/// recorded. This bounds what a SIGKILL can make us send twice:
+/// `smtp.concurrency` × this, while outcomes are still written in groups.
+pub const UNRECORDED_PER_CONNECTION: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -72,7 +76,8 @@ struct Claim {
 }
 
 enum Record {
-    Outcome(DeliveryOutcome),
+    /// The permit is given back once the outcome is committed.
+    Outcome(DeliveryOutcome, OwnedSemaphorePermit),
     /// Claimed but not attempted: give it back without counting an attempt.
     Release(i64),
 }
@@ -100,6 +105,9 @@ impl DeliveryWorker {
         let limiter = NonZeroU32::new(self.settings.rate_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
 
+        let unrecorded = Arc::new(Semaphore::new(
+            self.settings.concurrency * UNRECORDED_PER_CONNECTION,
+        ));
         let recorder = tokio::spawn(self.clone().record(record_rx));
         let senders: Vec<_> = (0..self.settings.concurrency)
             .map(|_| {
@@ -107,6 +115,7 @@ impl DeliveryWorker {
                     work_rx.clone(),
                     record_tx.clone(),
                     limiter.clone(),
+                    unrecorded.clone(),
                     shutdown.clone(),
                 ))
             })
@@ -181,6 +190,7 @@ impl DeliveryWorker {
         work_rx: Arc<Mutex<mpsc::Receiver<Claim>>>,
         record_tx: mpsc::Sender<Record>,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        unrecorded: Arc<Semaphore>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -199,10 +209,15 @@ impl DeliveryWorker {
             let record = if shutdown.is_cancelled() || stale {
                 Record::Release(claim.delivery.id)
             } else {
+                let permit = unrecorded
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
                 if let Some(limiter) = &limiter {
                     limiter.until_ready().await;
                 }
-                Record::Outcome(self.attempt(&claim.delivery).await)
+                Record::Outcome(self.attempt(&claim.delivery).await, permit)
             };
             if record_tx.send(record).await.is_err() {
                 break;
@@ -292,11 +307,15 @@ impl DeliveryWorker {
     async fn record(self: Arc<Self>, mut record_rx: mpsc::Receiver<Record>) {
         while let Some(first) = record_rx.recv().await {
             let mut outcomes = Vec::new();
+            let mut permits = Vec::new();
             let mut releases = Vec::new();
             let mut next = Some(first);
             while let Some(record) = next {
                 match record {
-                    Record::Outcome(outcome) => outcomes.push(outcome),
+                    Record::Outcome(outcome, permit) => {
+                        outcomes.push(outcome);
+                        permits.push(permit);
+                    }
                     Record::Release(id) => releases.push(id),
                 }
                 next = if outcomes.len() + releases.len() < MAX_OUTCOMES_PER_WRITE {
@@ -306,6 +325,7 @@ impl DeliveryWorker {
                 };
             }
             self.write_outcomes(&outcomes).await;
+            drop(permits);
             if !releases.is_empty() {
                 if let Err(error) = self.store.release_claims(&self.owner, &releases).await {
                     tracing::error!(error = ?anyhow::Error::from(error), "releasing claims failed; their leases will expire");

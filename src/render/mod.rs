@@ -265,7 +265,7 @@ mod tests {
     use super::*;
 
     fn newsletter() -> NewsletterSettings {
-        crate::config::load(None).unwrap().newsletter
+        crate::config::defaults().newsletter
     }
 
     #[test]

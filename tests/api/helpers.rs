@@ -382,7 +382,7 @@ impl Options {
 }
 
 pub fn test_settings(database_url: &str, smtp_url: &str) -> Settings {
-    let mut settings = config::load(None).expect("defaults");
+    let mut settings = config::defaults();
     settings.http.bind = "127.0.0.1:0".parse().unwrap();
     settings.database = DatabaseSettings::from_url(database_url, 5).unwrap();
     settings.smtp.url = Some(smtp_url.to_owned());

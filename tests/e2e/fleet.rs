@@ -111,7 +111,9 @@ fn three_instances_share_one_queue_and_a_sigkill_loses_nothing() {
             "a resend keeps its Message-ID: {ids:?}"
         );
     }
-    assert!(duplicates.len() <= 200, "{} duplicates", duplicates.len());
+    // At most smtp.concurrency (4) × UNRECORDED_PER_CONNECTION (8) were
+    // accepted by the server but not yet recorded when the instance died.
+    assert!(duplicates.len() <= 32, "{} duplicates", duplicates.len());
     eprintln!(
         "fleet: {} messages, {} resent after the SIGKILL",
         READERS * POSTS,

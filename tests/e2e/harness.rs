@@ -219,6 +219,12 @@ impl Install {
             .args(args)
             .current_dir(&self.dir)
             .env_remove("RUST_LOG");
+        // Only this install's settings: nothing from the developer's shell.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TIDINGS_") {
+                command.env_remove(key);
+            }
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }

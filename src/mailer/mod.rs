@@ -1,13 +1,16 @@
-//! Sending one email: over SMTP with lettre's pooled async transport, or,
+//! Sending one email: over SMTP (lettre's protocol code on our own reused,
+//! TCP_NODELAY connections, see `smtp`), or,
 //! when no SMTP server is configured, as an `.eml` file in the outbox folder.
 
 use std::path::PathBuf;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::SmtpSettings;
+
+mod smtp;
+
+use smtp::SmtpClient;
 
 /// What the far side said, sorted by what we should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub enum SendResult {
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
     #[error("smtp.url is not usable: {0}")]
-    Url(#[source] lettre::transport::smtp::Error),
+    Url(String),
     #[error("cannot reach the SMTP server: {0}")]
     Connect(String),
     #[error("cannot use the outbox folder {path}: {source}")]
@@ -35,13 +38,8 @@ pub enum MailerError {
 }
 
 pub enum Mailer {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        display: String,
-    },
-    Outbox {
-        dir: PathBuf,
-    },
+    Smtp { client: SmtpClient, display: String },
+    Outbox { dir: PathBuf },
 }
 
 impl Mailer {
@@ -57,16 +55,9 @@ impl Mailer {
                 dir: settings.outbox_dir.clone(),
             });
         };
-        let pool = PoolConfig::new()
-            .max_size(settings.concurrency as u32)
-            .idle_timeout(std::time::Duration::from_secs(30));
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(MailerError::Url)?
-            .pool_config(pool)
-            .timeout(Some(settings.timeout))
-            .build();
+        let client = SmtpClient::from_url(url, settings.timeout)?;
         Ok(Mailer::Smtp {
-            transport,
+            client,
             display: redact_url(url),
         })
     }
@@ -82,13 +73,7 @@ impl Mailer {
     /// Opens (and closes) a connection, for `tidings check`.
     pub async fn verify(&self) -> Result<(), MailerError> {
         match self {
-            Mailer::Smtp { transport, .. } => match transport.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(MailerError::Connect(
-                    "the server did not answer NOOP".into(),
-                )),
-                Err(error) => Err(MailerError::Connect(error.to_string())),
-            },
+            Mailer::Smtp { client, .. } => client.verify().await.map_err(MailerError::Connect),
             Mailer::Outbox { dir } => {
                 let probe = dir.join(".tidings-write-test");
                 std::fs::write(&probe, b"ok")
@@ -103,31 +88,10 @@ impl Mailer {
 
     pub async fn send(&self, envelope: &Envelope, message: &[u8], file_stem: &str) -> SendResult {
         match self {
-            Mailer::Smtp { transport, .. } => match transport.send_raw(envelope, message).await {
-                Ok(response) => SendResult::Accepted {
-                    reply: format!(
-                        "{} {}",
-                        response.code(),
-                        response.message().collect::<Vec<_>>().join(" ")
-                    ),
-                },
-                Err(error) if error.is_permanent() => SendResult::Permanent(describe_error(&error)),
-                Err(error) => SendResult::Transient(describe_error(&error)),
-            },
+            Mailer::Smtp { client, .. } => client.send(envelope, message).await,
             Mailer::Outbox { dir } => write_eml(dir, file_stem, message).await,
         }
     }
-}
-
-fn describe_error(error: &lettre::transport::smtp::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Written to a temporary name first, so a reader never sees half a file.

@@ -1,0 +1,317 @@
+//! An SMTP client on lettre's connection type, over sockets we open
+//! ourselves so that we can set TCP_NODELAY. lettre writes the message and
+//! the final `.` as two writes; with Nagle's algorithm on, the second one
+//! waits for the server's delayed ACK, about 40 ms per message.
+//! Connections are kept and reused: one per sender task at most.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{MailerError, SendResult};
+
+/// A kept connection older than this is closed rather than reused: servers
+/// drop idle clients, and a dead connection would cost a failed attempt.
+const MAX_IDLE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    Plain,
+    StartTls {
+        required: bool,
+    },
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+struct Idle {
+    connection: AsyncSmtpConnection,
+    since: Instant,
+}
+
+pub struct SmtpClient {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+fn url_error(reason: impl Into<String>) -> MailerError {
+    MailerError::Url(reason.into())
+}
+
+impl SmtpClient {
+    /// Reads a lettre-style URL: `smtp://user:pass@host:port[?tls=required|opportunistic]`
+    /// or `smtps://…`.
+    pub fn from_url(url: &str, timeout: Duration) -> Result<Self, MailerError> {
+        let parsed = url::Url::parse(url).map_err(|error| url_error(error.to_string()))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| url_error("no host"))?
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned();
+        let tls_query = parsed
+            .query_pairs()
+            .find(|(key, _)| key == "tls")
+            .map(|(_, value)| value.into_owned());
+        let (security, default_port) = match (parsed.scheme(), tls_query.as_deref()) {
+            ("smtp", None) => (Security::Plain, 25),
+            ("smtp", Some("required")) => (Security::StartTls { required: true }, 587),
+            ("smtp", Some("opportunistic")) => (Security::StartTls { required: false }, 587),
+            ("smtps", None) => (Security::Implicit, 465),
+            (scheme, tls) => {
+                return Err(url_error(format!(
+                    "unknown scheme `{scheme}` or tls={tls:?} (use smtp://, smtp://…?tls=required or smtps://)"
+                )))
+            }
+        };
+        let decode = |text: &str| {
+            percent_encoding_decode(text)
+                .ok_or_else(|| url_error("credentials are not valid UTF-8"))
+        };
+        let credentials = match parsed.password() {
+            Some(password) => Some(Credentials::new(
+                decode(parsed.username())?,
+                decode(password)?,
+            )),
+            None => None,
+        };
+        let hello = match parsed.path().trim_matches('/') {
+            "" => ClientId::default(),
+            name => ClientId::Domain(name.to_owned()),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| url_error(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self {
+            port: parsed.port().unwrap_or(default_port),
+            host,
+            security,
+            credentials,
+            hello,
+            timeout,
+            tls: Arc::new(tls),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> SendResult {
+        let mut connection = match self.checkout() {
+            Some(connection) => connection,
+            // Failing to connect or log in says nothing about the recipient.
+            None => match self.connect().await {
+                Ok(connection) => connection,
+                Err(error) => return SendResult::Transient(error),
+            },
+        };
+        match tokio::time::timeout(self.timeout, connection.send(envelope, message)).await {
+            Ok(Ok(response)) => {
+                self.checkin(connection);
+                SendResult::Accepted {
+                    reply: format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    ),
+                }
+            }
+            // lettre closes the connection after an error; it is not reused.
+            Ok(Err(error)) if error.is_permanent() => SendResult::Permanent(describe(&error)),
+            Ok(Err(error)) => SendResult::Transient(describe(&error)),
+            Err(_) => SendResult::Transient(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    /// Connects, greets and logs in, for `tidings check`.
+    pub async fn verify(&self) -> Result<(), String> {
+        let mut connection = self.connect().await?;
+        let _ = connection.quit().await;
+        Ok(())
+    }
+
+    fn checkout(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().expect("smtp pool lock");
+        while let Some(kept) = idle.pop() {
+            if kept.since.elapsed() < MAX_IDLE && !kept.connection.has_broken() {
+                return Some(kept.connection);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, connection: AsyncSmtpConnection) {
+        self.idle.lock().expect("smtp pool lock").push(Idle {
+            connection,
+            since: Instant::now(),
+        });
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        let connecting = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|error| {
+                    format!("cannot connect to {}:{}: {error}", self.host, self.port)
+                })?;
+            tcp.set_nodelay(true).map_err(|error| error.to_string())?;
+            let stream: Box<dyn AsyncTokioStream> = if self.security == Security::Implicit {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|error| format!("{}: {error}", self.host))?;
+                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|error| format!("TLS with {}: {error}", self.host))?;
+                Box::new(TlsStream(tls))
+            } else {
+                Box::new(tcp)
+            };
+            let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+                .await
+                .map_err(|error| describe(&error))?;
+            if let Security::StartTls { required } = self.security {
+                if connection.can_starttls() {
+                    let parameters =
+                        TlsParameters::new(self.host.clone()).map_err(|error| describe(&error))?;
+                    connection
+                        .starttls(parameters, &self.hello)
+                        .await
+                        .map_err(|error| describe(&error))?;
+                } else if required {
+                    return Err(format!("{} does not offer STARTTLS", self.host));
+                }
+            }
+            if let Some(credentials) = &self.credentials {
+                connection
+                    .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await
+                    .map_err(|error| format!("login failed: {}", describe(&error)))?;
+            }
+            Ok(connection)
+        };
+        tokio::time::timeout(self.timeout, connecting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{}:{} did not answer within {:?}",
+                    self.host, self.port, self.timeout
+                ))
+            })
+    }
+}
+
+fn percent_encoding_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn describe(error: &lettre::transport::smtp::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// lettre takes any stream that names its peer; a TLS stream is one.
+#[derive(Debug)]
+struct TlsStream(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for TlsStream {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_security_port_and_login() {
+        let client = SmtpClient::from_url("smtp://127.0.0.1:2525", Duration::from_secs(1)).unwrap();
+        assert_eq!((client.security, client.port), (Security::Plain, 2525));
+        let client = SmtpClient::from_url(
+            "smtps://u%40x:p%25w@mail.example.com",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!((client.security, client.port), (Security::Implicit, 465));
+        assert!(client.credentials.is_some());
+        let client = SmtpClient::from_url(
+            "smtp://mail.example.com?tls=required",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(client.security, Security::StartTls { required: true });
+        assert_eq!(client.port, 587);
+        assert!(SmtpClient::from_url("smtp://h?tls=sometimes", Duration::from_secs(1)).is_err());
+        assert_eq!(percent_encoding_decode("u%40x").as_deref(), Some("u@x"));
+    }
+}
