@@ -4,21 +4,28 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::*;
 use crate::posts::PostStatus;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Writers queue here, in order,
+    /// instead of in SQLite's busy handler, which sleeps in steps of up to
+    /// 100 ms and gave signups a p99 of 600 ms under load.
+    write_lock: Arc<Mutex<()>>,
 }
 
 type Tx = Transaction<'static, Sqlite>;
+type WriteLock = OwnedMutexGuard<()>;
 
 fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
@@ -72,11 +79,22 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+        })
     }
 
-    async fn write(&self) -> StoreResult<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// The write lock, for a single statement that writes.
+    async fn lock(&self) -> WriteLock {
+        self.write_lock.clone().lock_owned().await
+    }
+
+    /// A write transaction, holding the write lock until both are dropped
+    /// (the transaction first: bind them as `let (_lock, mut tx)`).
+    async fn write(&self) -> StoreResult<(WriteLock, Tx)> {
+        let lock = self.lock().await;
+        Ok((lock, self.pool.begin_with("BEGIN IMMEDIATE").await?))
     }
 
     /// For the data transfer between backends, which lives in this module.
@@ -209,6 +227,7 @@ impl Store for SqliteStore {
     }
 
     async fn token_key(&self) -> StoreResult<TokenKey> {
+        let _lock = self.lock().await;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING",
         )
@@ -223,7 +242,7 @@ impl Store for SqliteStore {
     }
 
     async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let existing: Option<(i64, String, Option<i64>)> = sqlx::query_as(
             "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = ?",
         )
@@ -291,7 +310,7 @@ impl Store for SqliteStore {
         consent: ConsentContext,
         now: DateTime<Utc>,
     ) -> StoreResult<ConfirmOutcome> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let row: Option<(i64, i64, Option<i64>, String, String)> = sqlx::query_as(
             "SELECT c.subscriber_id, c.expires_at, c.used_at, s.email, s.status \
              FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id WHERE c.id = ?",
@@ -351,7 +370,7 @@ impl Store for SqliteStore {
         consent: ConsentContext,
         now: DateTime<Utc>,
     ) -> StoreResult<UnsubscribeOutcome> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT email, status FROM subscribers WHERE id = ?")
                 .bind(subscriber_id)
@@ -393,7 +412,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM subscribers WHERE email = ?")
             .bind(subscriber.email.as_str())
             .fetch_optional(&mut *tx)
@@ -479,7 +498,7 @@ impl Store for SqliteStore {
         domain: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let result = sqlx::query(
             "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < ?1) \
              INSERT INTO subscribers (email, status, created_at, confirmed_at) \
@@ -501,7 +520,7 @@ impl Store for SqliteStore {
         posts: &[NewPost],
         now: DateTime<Utc>,
     ) -> StoreResult<usize> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let (existing,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts")
             .fetch_one(&mut *tx)
             .await?;
@@ -525,7 +544,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_post(&self, post: &NewPost, now: DateTime<Utc>) -> StoreResult<Post> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let row: PostRow = sqlx::query_as(&format!(
             "INSERT INTO posts (subject, body_markdown, position, status, created_at) \
              SELECT ?, ?, COALESCE(MAX(position), 0) + 1, 'queued', ? FROM posts \
@@ -573,7 +592,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_post(&self, post_id: i64, changes: PostChanges) -> StoreResult<PostEdit> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let Some(post) = fetch_post(&mut tx, post_id).await? else {
             return Ok(PostEdit::NotFound);
         };
@@ -600,7 +619,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_post(&self, post_id: i64) -> StoreResult<PostEdit> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let Some(post) = fetch_post(&mut tx, post_id).await? else {
             return Ok(PostEdit::NotFound);
         };
@@ -634,7 +653,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_issue(&self, issue: NewIssue) -> StoreResult<CreateIssueOutcome> {
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let now = millis(issue.now);
         let created: Option<(i64, i64)> = sqlx::query_as(
             "INSERT INTO issues (slot_key, slot_at, mode, number, created_at) \
@@ -754,6 +773,7 @@ impl Store for SqliteStore {
     }
 
     async fn reclaim_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let _lock = self.lock().await;
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
              WHERE status = 'sending' AND lease_until < ?",
@@ -766,6 +786,7 @@ impl Store for SqliteStore {
 
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         type ClaimRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>, String, i64);
+        let lock = self.lock().await;
         let claimed: Vec<ClaimRow> = sqlx::query_as(
             "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2, \
              attempts = attempts + 1 \
@@ -779,6 +800,7 @@ impl Store for SqliteStore {
         .bind(i64::from(request.limit))
         .fetch_all(&self.pool)
         .await?;
+        drop(lock);
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -837,7 +859,7 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.write().await?;
+        let (_lock, mut tx) = self.write().await?;
         let mut applied = 0;
         for outcome in outcomes {
             let result = match outcome {
@@ -919,6 +941,7 @@ impl Store for SqliteStore {
         if delivery_ids.is_empty() {
             return Ok(0);
         }
+        let _lock = self.lock().await;
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
              lease_owner = NULL, lease_until = NULL \
