@@ -6,30 +6,10 @@ use std::time::Duration;
 use reqwest::Method;
 
 use crate::harness::{free_port, wait_until, Install, Sink, ADMIN_TOKEN};
-use crate::postgres::PgDatabase;
+use crate::postgres::{query_pairs, PgDatabase};
 
 const READERS: usize = 2000;
 const POSTS: usize = 3;
-
-fn query_pairs(url: &str, sql: &str) -> Vec<(String, i64)> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            use sqlx::Connection;
-            let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query_as::<_, (String, i64)>(&sql)
-                .fetch_all(&mut connection)
-                .await
-                .unwrap()
-        })
-    })
-    .join()
-    .unwrap()
-}
 
 #[test]
 fn three_instances_share_one_queue_and_a_sigkill_loses_nothing() {
