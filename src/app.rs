@@ -87,6 +87,7 @@ impl Services {
             wake: self.wake_worker.clone(),
             metrics: self.metrics.clone(),
             owner: new_owner(),
+            breaker: Default::default(),
         })
     }
 

@@ -69,6 +69,57 @@ pub fn retry_delay(base: Duration, attempts: u32) -> Duration {
     delay.mul_f64(jitter).min(MAX_RETRY_DELAY)
 }
 
+/// Pauses every sender while the SMTP server cannot be reached, so an
+/// outage costs no delivery an attempt (a million pending rows would
+/// otherwise use up their attempts within minutes).
+#[derive(Default)]
+pub struct Breaker {
+    paused_until: std::sync::Mutex<Option<Instant>>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+impl Breaker {
+    /// Returns the pause it set, for the log line.
+    fn trip(&self) -> Duration {
+        let failures = self
+            .failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pause = Duration::from_millis(500)
+            .saturating_mul(1 << failures.min(10))
+            .min(MAX_PAUSE);
+        let end = Instant::now() + pause;
+        let mut until = self.paused_until.lock().expect("breaker lock");
+        if until.is_none_or(|current| current < end) {
+            *until = Some(end);
+        }
+        pause
+    }
+
+    fn reset(&self) {
+        self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits out a pause; returns whether there was one.
+    async fn wait(&self, shutdown: &CancellationToken) -> bool {
+        let mut paused = false;
+        loop {
+            let until = *self.paused_until.lock().expect("breaker lock");
+            match until {
+                Some(end) if end > Instant::now() => {
+                    paused = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(end.into()) => {}
+                        _ = shutdown.cancelled() => return paused,
+                    }
+                }
+                _ => return paused,
+            }
+        }
+    }
+}
+
 /// A claim waiting for a free connection, with when we took it.
 struct Claim {
     delivery: ClaimedDelivery,
@@ -92,6 +143,7 @@ pub struct DeliveryWorker {
     pub metrics: Arc<Metrics>,
     /// Unique per process; every lease and update is fenced on it.
     pub owner: String,
+    pub breaker: Breaker,
 }
 
 impl DeliveryWorker {
@@ -133,6 +185,8 @@ impl DeliveryWorker {
     async fn claim_loop(&self, work_tx: mpsc::Sender<Claim>, shutdown: &CancellationToken) {
         let mut next_reclaim = Instant::now();
         while !shutdown.is_cancelled() {
+            // No claims while the SMTP server is unreachable.
+            self.breaker.wait(shutdown).await;
             let now = self.clock.now();
             if Instant::now() >= next_reclaim {
                 match self.store.reclaim_expired_leases(now).await {
@@ -203,10 +257,14 @@ impl DeliveryWorker {
                 }
             };
             let Some(claim) = next else { break };
-            // A claim that waited most of its lease may already be someone
-            // else's: hand it back rather than risk a double send.
+            // Claims are handed back, without using an attempt, when they
+            // waited out an outage (their subscriber's status may have
+            // changed since), when the server is unreachable, when they
+            // waited most of their lease (someone else may own them now),
+            // and at shutdown.
+            let paused = self.breaker.wait(&shutdown).await;
             let stale = claim.claimed_at.elapsed() > self.settings.lease.mul_f64(0.8);
-            let record = if shutdown.is_cancelled() || stale {
+            let record = if paused || stale || shutdown.is_cancelled() {
                 Record::Release(claim.delivery.id)
             } else {
                 let permit = unrecorded
@@ -217,7 +275,10 @@ impl DeliveryWorker {
                 if let Some(limiter) = &limiter {
                     limiter.until_ready().await;
                 }
-                Record::Outcome(self.attempt(&claim.delivery).await, permit)
+                match self.attempt(&claim.delivery).await {
+                    Some(outcome) => Record::Outcome(outcome, permit),
+                    None => Record::Release(claim.delivery.id),
+                }
             };
             if record_tx.send(record).await.is_err() {
                 break;
@@ -225,12 +286,14 @@ impl DeliveryWorker {
         }
     }
 
-    async fn attempt(&self, delivery: &ClaimedDelivery) -> DeliveryOutcome {
+    /// The outcome of one attempt, or `None` when the server could not be
+    /// reached at all: the breaker is tripped and nothing is recorded.
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> Option<DeliveryOutcome> {
         let composed = match self.composer.compose(delivery).await {
             Ok(composed) => composed,
             Err(error) => {
                 tracing::error!(delivery = delivery.id, error = ?anyhow::Error::from(error), "cannot compose email");
-                return self.transient(delivery, "could not compose the email".into());
+                return Some(self.transient(delivery, "could not compose the email".into()));
             }
         };
         let (envelope, bytes) = match composed {
@@ -238,21 +301,32 @@ impl DeliveryWorker {
                 self.metrics
                     .skipped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return DeliveryOutcome::Skipped {
+                return Some(DeliveryOutcome::Skipped {
                     id: delivery.id,
                     reason,
-                };
+                });
             }
             Composed::Email { envelope, bytes } => (envelope, bytes),
         };
         self.metrics
             .send_attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match self
+        let result = self
             .mailer
             .send(&envelope, &bytes, &delivery.message_id)
-            .await
-        {
+            .await;
+        if !matches!(result, SendResult::Unreachable(_)) {
+            self.breaker.reset();
+        }
+        Some(match result {
+            SendResult::Unreachable(error) => {
+                self.metrics
+                    .transient_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let pause = self.breaker.trip();
+                tracing::warn!(%error, ?pause, "SMTP server unreachable; pausing all sends");
+                return None;
+            }
             SendResult::Accepted { reply } => {
                 self.metrics.record_sent();
                 DeliveryOutcome::Sent {
@@ -281,7 +355,7 @@ impl DeliveryWorker {
                     at: self.clock.now(),
                 }
             }
-        }
+        })
     }
 
     fn transient(&self, delivery: &ClaimedDelivery, error: String) -> DeliveryOutcome {

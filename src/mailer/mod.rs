@@ -21,6 +21,9 @@ pub enum SendResult {
     Transient(String),
     /// 5xx: this address will not take this message.
     Permanent(String),
+    /// We could not reach or log in to the server at all. Nothing about
+    /// this message or recipient: the worker pauses instead of retrying it.
+    Unreachable(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -119,7 +119,7 @@ impl SmtpClient {
             // Failing to connect or log in says nothing about the recipient.
             None => match self.connect().await {
                 Ok(connection) => connection,
-                Err(error) => return SendResult::Transient(error),
+                Err(error) => return SendResult::Unreachable(error),
             },
         };
         match tokio::time::timeout(self.timeout, connection.send(envelope, message)).await {

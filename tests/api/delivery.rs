@@ -25,6 +25,7 @@ on_both_backends!(
     an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out,
     sequence_mode_starts_late_joiners_at_tip_one,
     sigterm_drains_the_sends_in_flight,
+    an_unreachable_server_costs_no_delivery_an_attempt,
 );
 
 async fn status_of(app: &TestApp, email: &str) -> String {
@@ -401,4 +402,35 @@ async fn sigterm_drains_the_sends_in_flight(backend: Backend) {
     let counts = store.delivery_counts().await.unwrap();
     assert_eq!(counts.sending, 0, "{counts:?}");
     assert_eq!(counts.sent as usize, mail.received().len(), "{counts:?}");
+}
+
+async fn an_unreachable_server_costs_no_delivery_an_attempt(backend: Backend) {
+    let port = free_port();
+    let mut options = Options::new(backend);
+    options.smtp_port = Some(port);
+    let app = spawn_with(options, |settings| settings.smtp.max_attempts = 2).await;
+    app.add_confirmed(5).await;
+    app.enqueue("Tip", "Body").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    // Several connection failures in a row: with only two attempts each,
+    // every delivery would have failed if the outage counted against them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while app
+        .state
+        .metrics
+        .transient_failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 4
+    {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = app.state.store.delivery_counts().await.unwrap();
+    assert_eq!(counts.failed, 0, "{counts:?}");
+
+    let server = MailServer::start_on(port);
+    server.wait_for_total(5).await;
+    app.wait_until_idle().await;
+    let counts = app.state.store.delivery_counts().await.unwrap();
+    assert_eq!((counts.sent, counts.failed), (5, 0), "{counts:?}");
 }
