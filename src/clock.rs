@@ -22,29 +22,6 @@ pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-/// A clock that only moves when told to.
-pub struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
-        Arc::new(Self(Mutex::new(start)))
-    }
-
-    pub fn set(&self, time: DateTime<Utc>) {
-        *self.0.lock().expect("clock lock") = time;
-    }
-
-    pub fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().expect("clock lock") += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock lock")
-    }
-}
-
 /// Real time plus an offset the tests can push forward: work keeps flowing
 /// while a test jumps over a lease, a backoff or a 72-hour expiry.
 #[derive(Default)]

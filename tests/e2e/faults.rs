@@ -37,11 +37,7 @@ fn a_5xx_from_smtp_sink_fails_the_delivery_without_retrying() {
     let sink = Sink::start(&["-f", "."]);
     let install = install_with_readers(dir.path(), 3, &sink.url());
     let daemon = install.serve(free_port());
-    let response = daemon
-        .admin(Method::POST, "/api/admin/send-now")
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    daemon.send_now();
     wait_until("three failed deliveries", Duration::from_secs(20), || {
         stats(&daemon)["deliveries"]["failed"] == 3
     });
@@ -63,11 +59,7 @@ fn a_4xx_or_a_hang_up_is_retried_until_the_server_takes_it() {
         let faulty = Sink::start_on(port, &[fault, "."]);
         let install = install_with_readers(dir.path(), 2, &faulty.url());
         let daemon = install.serve(free_port());
-        let response = daemon
-            .admin(Method::POST, "/api/admin/send-now")
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        daemon.send_now();
         std::thread::sleep(Duration::from_millis(2500));
         let before = stats(&daemon);
         assert_eq!(before["deliveries"]["sent"], 0, "{fault}: {before}");
@@ -108,14 +100,8 @@ fn sigterm_drains_the_sends_in_flight_and_loses_nothing() {
     let install =
         install_with_readers(dir.path(), 60, &slow.url()).set("TIDINGS_SMTP__CONCURRENCY", "4");
     let mut daemon = install.serve(free_port());
-    let response = daemon
-        .admin(Method::POST, "/api/admin/send-now")
-        .send()
-        .unwrap();
-    let recipients = response.json::<Value>().unwrap()["recipients"]
-        .as_i64()
-        .unwrap();
-    assert_eq!(recipients, 60);
+    let created = daemon.send_now();
+    assert_eq!(created["recipients"], 60);
     slow.wait_for(4, Duration::from_secs(20));
     daemon.signal("TERM");
     assert!(

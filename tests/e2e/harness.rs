@@ -313,6 +313,16 @@ impl Daemon {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    /// `POST /api/admin/send-now`, which must answer 202; returns its JSON.
+    pub fn send_now(&self) -> serde_json::Value {
+        let response = self
+            .admin(reqwest::Method::POST, "/api/admin/send-now")
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        response.json().unwrap()
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
