@@ -6,13 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use serde_json::json;
 
+use super::prepared::PreparedEmail;
 use crate::config::{NewsletterSettings, ScheduleMode};
-use crate::render::{markdown, EmailKind, Templates};
+use crate::render::{markdown, EmailKind, RenderedEmail, Templates};
 use crate::store::{
     ClaimedDelivery, DeliveryPayload, IssueMeta, PostForRender, SharedStore, StoreError,
 };
@@ -61,6 +63,16 @@ pub enum ComposeError {
     Message(String),
 }
 
+/// Renders one email for a reader's name and link.
+type RenderFor<'a> = dyn Fn(Option<&str>, &str) -> Result<RenderedEmail, ComposeError> + 'a;
+
+/// Which email a preparation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Prepared {
+    Confirmation,
+    Issue { post_id: i64, number: i64 },
+}
+
 /// What to do with a claimed delivery.
 pub enum Composed {
     Email {
@@ -88,6 +100,8 @@ pub struct Composer {
     list_id: String,
     posts: Mutex<HashMap<i64, Arc<RenderedPost>>>,
     issues: Mutex<HashMap<i64, IssueMeta>>,
+    /// `None` where the templates do not splice.
+    prepared: Mutex<HashMap<Prepared, Arc<Option<PreparedEmail>>>>,
 }
 
 impl Composer {
@@ -106,6 +120,7 @@ impl Composer {
             list_id,
             posts: Mutex::default(),
             issues: Mutex::default(),
+            prepared: Mutex::default(),
         }
     }
 
@@ -150,7 +165,7 @@ impl Composer {
                     ScheduleMode::Broadcast => issue.number,
                     ScheduleMode::Sequence => post.ordinal,
                 };
-                self.issue_email(delivery, &post, number)
+                self.issue_email(delivery, &post, post_id, number)
             }
         }
     }
@@ -165,31 +180,94 @@ impl Composer {
             "Please confirm your subscription to {}",
             self.newsletter.name
         );
-        let rendered = self.templates.email(
-            EmailKind::Confirm,
-            json!({
-                "title": subject,
-                "name": delivery.name,
-                "confirm_url": self.confirm_url(confirmation_id),
-                "expires_hours": CONFIRMATION_TTL_HOURS,
-            }),
+        let render = |name: Option<&str>, confirm_url: &str| {
+            self.templates
+                .email(
+                    EmailKind::Confirm,
+                    json!({
+                        "title": subject,
+                        "name": name,
+                        "confirm_url": confirm_url,
+                        "expires_hours": CONFIRMATION_TTL_HOURS,
+                    }),
+                )
+                .map_err(ComposeError::from)
+        };
+        let body = self.body(
+            Prepared::Confirmation,
+            &render,
+            delivery.name.as_deref(),
+            &self.confirm_url(confirmation_id),
         )?;
-        self.build(delivery, &subject, rendered.html, rendered.text, false)
+        self.build(delivery, &subject, body, false)
     }
 
     fn issue_email(
         &self,
         delivery: &ClaimedDelivery,
         post: &RenderedPost,
+        post_id: i64,
         number: i64,
     ) -> Result<Composed, ComposeError> {
-        let rendered = self.render_issue(
-            post,
-            number,
+        let render = |name: Option<&str>, unsubscribe_url: &str| {
+            self.render_issue(post, number, name, unsubscribe_url)
+        };
+        let body = self.body(
+            Prepared::Issue { post_id, number },
+            &render,
             delivery.name.as_deref(),
-            delivery.subscriber_id,
+            &self.unsubscribe_url(delivery.subscriber_id),
         )?;
-        self.build(delivery, &post.subject, rendered.html, rendered.text, true)
+        self.build(delivery, &post.subject, body, true)
+    }
+
+    /// Both parts for one reader: spliced into the email prepared for
+    /// everyone, or rendered in full where the templates do not splice.
+    fn body(
+        &self,
+        key: Prepared,
+        render: &RenderFor<'_>,
+        name: Option<&str>,
+        link: &str,
+    ) -> Result<MultiPart, ComposeError> {
+        Ok(match &*self.prepared(key, render)? {
+            Some(prepared) => {
+                let (text, html) = prepared.encode(name, link);
+                MultiPart::alternative()
+                    .singlepart(encoded_part(ContentType::TEXT_PLAIN, text))
+                    .singlepart(encoded_part(ContentType::TEXT_HTML, html))
+            }
+            None => {
+                let rendered = render(name, link)?;
+                MultiPart::alternative_plain_html(rendered.text, rendered.html)
+            }
+        })
+    }
+
+    fn prepared(
+        &self,
+        key: Prepared,
+        render: &RenderFor<'_>,
+    ) -> Result<Arc<Option<PreparedEmail>>, ComposeError> {
+        if let Some(prepared) = self.prepared.lock().expect("prepared cache").get(&key) {
+            return Ok(prepared.clone());
+        }
+        let parts = |name: Option<&str>, link: &str| {
+            render(name, link).map(|rendered| (rendered.text, rendered.html))
+        };
+        let prepared = Arc::new(PreparedEmail::prepare(&parts)?);
+        if prepared.is_none() {
+            tracing::warn!(
+                email = ?key,
+                "the templates change the name or link in a way that cannot be spliced; \
+                 each of these emails is rendered in full (slower)"
+            );
+        }
+        self.prepared
+            .lock()
+            .expect("prepared cache")
+            .insert(key, prepared.clone());
+        Ok(prepared)
     }
 
     fn render_issue(
@@ -197,8 +275,8 @@ impl Composer {
         post: &RenderedPost,
         number: i64,
         name: Option<&str>,
-        subscriber_id: i64,
-    ) -> Result<crate::render::RenderedEmail, ComposeError> {
+        unsubscribe_url: &str,
+    ) -> Result<RenderedEmail, ComposeError> {
         Ok(self.templates.email(
             EmailKind::Issue,
             json!({
@@ -208,7 +286,7 @@ impl Composer {
                 "name": name,
                 "body_html": post.html,
                 "body_text": post.text,
-                "unsubscribe_url": self.unsubscribe_url(subscriber_id),
+                "unsubscribe_url": unsubscribe_url,
                 "preheader": post.preheader,
             }),
         )?)
@@ -225,7 +303,12 @@ impl Composer {
             .ok_or(ComposeError::MissingPost(post_id))?;
         let post = render_post(found);
         Ok(self
-            .render_issue(&post, post.ordinal, Some("Reader"), 0)?
+            .render_issue(
+                &post,
+                post.ordinal,
+                Some("Reader"),
+                &self.unsubscribe_url(0),
+            )?
             .html)
     }
 
@@ -233,8 +316,7 @@ impl Composer {
         &self,
         delivery: &ClaimedDelivery,
         subject: &str,
-        html: String,
-        text: String,
+        body: MultiPart,
         list_headers: bool,
     ) -> Result<Composed, ComposeError> {
         let address: Address = match delivery.email.parse() {
@@ -262,7 +344,7 @@ impl Composer {
                 .header(ListUnsubscribePost("List-Unsubscribe=One-Click".into()));
         }
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .multipart(body)
             .map_err(|error| ComposeError::Message(error.to_string()))?;
         Ok(Composed::Email {
             envelope: message.envelope().clone(),
@@ -302,6 +384,16 @@ impl Composer {
             .insert(issue_id, meta);
         Ok(meta)
     }
+}
+
+/// A body part already quoted-printable encoded.
+fn encoded_part(content_type: ContentType, encoded: Vec<u8>) -> SinglePart {
+    SinglePart::builder()
+        .header(content_type)
+        .body(Body::dangerous_pre_encoded(
+            encoded,
+            ContentTransferEncoding::QuotedPrintable,
+        ))
 }
 
 /// Markdown to email HTML and text, once per post.

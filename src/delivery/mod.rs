@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::store::{ClaimRequest, ClaimedDelivery, DeliveryOutcome, SharedStore};
 
 pub mod compose;
+mod prepared;
 
 use compose::{Composed, Composer};
 

@@ -3,6 +3,10 @@
 //! the final `.` as two writes; with Nagle's algorithm on, the second one
 //! waits for the server's delayed ACK, about 40 ms per message.
 //! Connections are kept and reused: one per sender task at most.
+//!
+//! The message itself goes out as one write, dot-stuffed with a memchr
+//! scan: lettre's `message()` stuffs byte by byte and writes the final `.`
+//! separately, which was a tenth of a send's CPU.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,9 @@ use std::time::{Duration, Instant};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -122,7 +128,12 @@ impl SmtpClient {
                 Err(error) => return SendResult::Unreachable(error),
             },
         };
-        match tokio::time::timeout(self.timeout, connection.send(envelope, message)).await {
+        let parameters = match mail_parameters(&connection, envelope, message) {
+            Ok(parameters) => parameters,
+            Err(refusal) => return SendResult::Permanent(refusal),
+        };
+        let sending = transmit(&mut connection, envelope, message, parameters);
+        match tokio::time::timeout(self.timeout, sending).await {
             Ok(Ok(response)) => {
                 self.checkin(connection);
                 SendResult::Accepted {
@@ -133,7 +144,7 @@ impl SmtpClient {
                     ),
                 }
             }
-            // lettre closes the connection after an error; it is not reused.
+            // After an error the connection is dropped, never reused.
             Ok(Err(error)) if error.is_permanent() => SendResult::Permanent(describe(&error)),
             Ok(Err(error)) => SendResult::Transient(describe(&error)),
             Err(_) => SendResult::Transient(format!("no answer within {:?}", self.timeout)),
@@ -214,6 +225,77 @@ impl SmtpClient {
                     self.host, self.port, self.timeout
                 ))
             })
+    }
+}
+
+/// MAIL FROM parameters, as lettre's own `send` picks them; `Err` when
+/// this server cannot take the message at all.
+fn mail_parameters(
+    connection: &AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Vec<MailParameter>, String> {
+    let server = connection.server_info();
+    let mut parameters = Vec::new();
+    let non_ascii = |address: &lettre::Address| !AsRef::<str>::as_ref(address).is_ascii();
+    if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+        if !server.supports_feature(Extension::SmtpUtfEight) {
+            return Err("the address is not ASCII and the server does not offer SMTPUTF8".into());
+        }
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !server.supports_feature(Extension::EightBitMime) {
+            return Err("the message is not ASCII and the server does not offer 8BITMIME".into());
+        }
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    Ok(parameters)
+}
+
+/// MAIL, RCPT, DATA and the message, each answered before the next.
+async fn transmit(
+    connection: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+    parameters: Vec<MailParameter>,
+) -> Result<Response, lettre::transport::smtp::Error> {
+    connection
+        .command(Mail::new(envelope.from().cloned(), parameters))
+        .await?;
+    for recipient in envelope.to() {
+        connection
+            .command(Rcpt::new(recipient.clone(), Vec::new()))
+            .await?;
+    }
+    connection.command(Data).await?;
+    match std::str::from_utf8(message) {
+        // `command` writes what it is given as it is: here the whole
+        // message, dot-stuffed, with the closing `.` line.
+        Ok(text) => connection.command(DataPayload(text)).await,
+        Err(_) => connection.message(message).await,
+    }
+}
+
+/// A message as sent after DATA: every line that starts with `.` gets one
+/// more (RFC 5321, 4.5.2), then CRLF `.` CRLF ends it.
+struct DataPayload<'a>(&'a str);
+
+impl std::fmt::Display for DataPayload<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0;
+        if text.starts_with('.') {
+            formatter.write_str(".")?;
+        }
+        let mut start = 0;
+        for found in memchr::memmem::find_iter(text.as_bytes(), "\r\n.") {
+            // Up to and including the CRLF and the dot, then the extra dot.
+            formatter.write_str(&text[start..found + 3])?;
+            formatter.write_str(".")?;
+            start = found + 3;
+        }
+        formatter.write_str(&text[start..])?;
+        formatter.write_str("\r\n.\r\n")
     }
 }
 
@@ -313,5 +395,12 @@ mod tests {
         assert_eq!(client.port, 587);
         assert!(SmtpClient::from_url("smtp://h?tls=sometimes", Duration::from_secs(1)).is_err());
         assert_eq!(percent_encoding_decode("u%40x").as_deref(), Some("u@x"));
+    }
+
+    #[test]
+    fn lines_that_start_with_a_dot_are_stuffed() {
+        let sent = DataPayload(".first\r\nplain\r\n.\r\n..two\r\nend.").to_string();
+        assert_eq!(sent, "..first\r\nplain\r\n..\r\n...two\r\nend.\r\n.\r\n");
+        assert_eq!(DataPayload("a.b\r\nc").to_string(), "a.b\r\nc\r\n.\r\n");
     }
 }
