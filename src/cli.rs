@@ -217,11 +217,15 @@ async fn send_now(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(services.worker().run(shutdown.clone()));
     let progress = loop {
+        let counting = std::time::Instant::now();
         let progress = services.store.issue_progress(created.issue_id).await?;
         if progress.unfinished() == 0 {
             break progress;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Counting a large issue takes a while: spend at most a third of
+        // the time counting, so the count does not slow the send.
+        let pause = Duration::from_millis(200).max(counting.elapsed() * 2);
+        tokio::time::sleep(pause).await;
     };
     shutdown.cancel();
     let _ = worker.await;

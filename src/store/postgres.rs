@@ -718,12 +718,15 @@ impl Store for PostgresStore {
                 let Some(post_id) = next else {
                     return Ok(CreateIssueOutcome::NothingToSend);
                 };
+                // No ON CONFLICT (it cost a fifth of a 1M fan-out): a queued
+                // post has no deliveries, since the transaction that makes a
+                // post's deliveries marks it sent. Should one exist anyway,
+                // the unique index fails this issue rather than send twice.
                 let fan_out = sqlx::query(
                     "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
                      status, next_attempt_at, created_at) \
                      SELECT 'issue', 1, id, $1, $2, gen_random_uuid()::text, 'pending', $3, $3 \
-                     FROM subscribers WHERE status = 'confirmed' ORDER BY id \
-                     ON CONFLICT DO NOTHING",
+                     FROM subscribers WHERE status = 'confirmed' ORDER BY id",
                 )
                 .bind(issue_id)
                 .bind(post_id)
@@ -756,14 +759,24 @@ impl Store for PostgresStore {
         if recipients == 0 {
             return Ok(CreateIssueOutcome::NothingToSend);
         }
-        sqlx::query(
-            "UPDATE posts SET status = 'sent', sent_at = COALESCE(sent_at, $1) \
-             WHERE status = 'queued' AND id IN (SELECT DISTINCT post_id FROM deliveries WHERE issue_id = $2)",
-        )
-        .bind(now)
-        .bind(issue_id)
-        .execute(&mut *tx)
-        .await?;
+        // Broadcast names its one post; only sequence mode has to look
+        // through the new rows to see which posts went out.
+        let posts_sent = match post_id {
+            Some(post_id) => sqlx::query(
+                "UPDATE posts SET status = 'sent', sent_at = COALESCE(sent_at, $1) \
+                 WHERE status = 'queued' AND id = $2",
+            )
+            .bind(now)
+            .bind(post_id),
+            None => sqlx::query(
+                "UPDATE posts SET status = 'sent', sent_at = COALESCE(sent_at, $1) \
+                 WHERE status = 'queued' AND id IN \
+                 (SELECT DISTINCT post_id FROM deliveries WHERE issue_id = $2)",
+            )
+            .bind(now)
+            .bind(issue_id),
+        };
+        posts_sent.execute(&mut *tx).await?;
         sqlx::query("UPDATE issues SET post_id = $1, recipients = $2 WHERE id = $3")
             .bind(post_id)
             .bind(i64::try_from(recipients).unwrap_or(i64::MAX))
