@@ -999,22 +999,19 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        // One pass with sums: a GROUP BY on this unindexed column makes
-        // SQLite sort every row, which held ~100 MB during a 1M send.
-        let (pending, sending, sent, failed, skipped): (i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'sending'), 0), \
-             COALESCE(SUM(status = 'sent'), 0), COALESCE(SUM(status = 'failed'), 0), \
-             COALESCE(SUM(status = 'skipped'), 0) FROM deliveries",
+        // Counted over the (issue_id, status) index, in its order: no sort
+        // of every row (a GROUP BY status held ~100 MB during a 1M send),
+        // and a tenth of the pages a scan of the table reads.
+        DeliveryCounts::from_rows(
+            count_by_status(
+                &self.pool,
+                "SELECT status, SUM(n) FROM \
+                 (SELECT status, COUNT(*) AS n FROM deliveries GROUP BY issue_id, status) \
+                 GROUP BY status",
+                None,
+            )
+            .await?,
         )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(DeliveryCounts {
-            pending,
-            sending,
-            sent,
-            failed,
-            skipped,
-        })
     }
 }
 
