@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::posts;
 use crate::render::Templates;
 use crate::schedule::Scheduler;
+use crate::signups::Signups;
 use crate::store::{self, SharedStore};
 use crate::tokens::TokenKey;
 
@@ -166,6 +167,7 @@ impl Application {
             wake_worker: services.wake_worker.clone(),
             metrics: services.metrics.clone(),
             signup_limiter: http::signup_limiter(services.settings.http.subscribe_per_ip_per_hour),
+            signups: Signups::start(services.store.clone()),
         });
         Ok(Self {
             listener,

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod posts;
 pub mod render;
 pub mod schedule;
+pub mod signups;
 pub mod store;
 pub mod subscribers;
 pub mod telemetry;

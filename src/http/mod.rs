@@ -21,6 +21,7 @@ use crate::delivery::compose::Composer;
 use crate::metrics::Metrics;
 use crate::render::Templates;
 use crate::schedule::Scheduler;
+use crate::signups::Signups;
 use crate::store::{ConsentContext, SharedStore};
 use crate::tokens::TokenKey;
 
@@ -41,6 +42,7 @@ pub struct AppState {
     pub wake_worker: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub signup_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    pub signups: Signups,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -156,8 +156,8 @@ pub async fn subscribe(
         Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
     };
     let outcome = state
-        .store
-        .signup(SignupRequest {
+        .signups
+        .sign_up(SignupRequest {
             email,
             name,
             consent: client.consent(),

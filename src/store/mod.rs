@@ -352,7 +352,15 @@ pub trait Store: Send + Sync + 'static {
     async fn token_key(&self) -> StoreResult<TokenKey>;
 
     // Subscribers.
-    async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome>;
+    /// Signs up every request in one transaction (a group commit, see
+    /// `crate::signups`); the outcomes are in request order.
+    async fn signup_group(&self, requests: &[SignupRequest]) -> StoreResult<Vec<SignupOutcome>>;
+    async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
+        let mut outcomes = self.signup_group(std::slice::from_ref(&request)).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a signup without an outcome".into()))
+    }
     async fn confirm(
         &self,
         confirmation_id: i64,

@@ -22,6 +22,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::*;
 use crate::posts::PostStatus;
 
+mod signup;
+
 pub struct PostgresStore {
     pool: PgPool,
 }
@@ -230,77 +232,8 @@ impl Store for PostgresStore {
         TokenKey::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt("token key length".into()))
     }
 
-    async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
-        let mut tx = self.write().await?;
-        let email = request.email.as_str();
-        let name = request.name.as_ref().map(SubscriberName::as_str);
-        let mut existing = lock_subscriber_by_email(&mut tx, email).await?;
-        let mut new_id = None;
-        if existing.is_none() {
-            // A concurrent signup for the same new address waits here on the
-            // unique index, and then takes the existing-subscriber path.
-            new_id = sqlx::query_scalar(
-                "INSERT INTO subscribers (email, name, status, created_at) \
-                 VALUES ($1, $2, 'pending', $3) ON CONFLICT (email) DO NOTHING RETURNING id",
-            )
-            .bind(email)
-            .bind(name)
-            .bind(request.now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if new_id.is_none() {
-                existing = lock_subscriber_by_email(&mut tx, email).await?;
-                if existing.is_none() {
-                    return Err(StoreError::Corrupt(format!(
-                        "subscriber `{email}` conflicted on insert but cannot be read"
-                    )));
-                }
-            }
-        }
-        let subscriber_id = match (new_id, existing) {
-            (Some(id), _) => id,
-            (None, None) => unreachable!("handled above"),
-            (None, Some((_, status, _))) if status == "confirmed" => {
-                return Ok(SignupOutcome::AlreadyConfirmed)
-            }
-            (None, Some((_, _, Some(last_sent))))
-                if last_sent > request.now - request.resend_window =>
-            {
-                return Ok(SignupOutcome::RecentlySent)
-            }
-            (None, Some((id, _, _))) => {
-                // Status changes only on confirmation: a stranger must not be
-                // able to undo an unsubscribe or a bounce by signing up.
-                sqlx::query(
-                    "UPDATE subscribers SET name = COALESCE($1, name) \
-                     WHERE id = $2 AND status = 'pending'",
-                )
-                .bind(name)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                id
-            }
-        };
-        record_consent(
-            &mut tx,
-            subscriber_id,
-            email,
-            "signup",
-            &request.consent,
-            None,
-            request.now,
-        )
-        .await?;
-        queue_confirmation(
-            &mut tx,
-            subscriber_id,
-            request.now,
-            request.confirmation_ttl,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(SignupOutcome::ConfirmationQueued { subscriber_id })
+    async fn signup_group(&self, requests: &[SignupRequest]) -> StoreResult<Vec<SignupOutcome>> {
+        signup::signup_group(self, requests).await
     }
 
     async fn confirm(

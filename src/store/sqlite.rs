@@ -17,6 +17,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::*;
 use crate::posts::PostStatus;
 
+mod signup;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite has one writer at a time. Writers queue here, in order,
@@ -251,67 +253,8 @@ impl Store for SqliteStore {
         TokenKey::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt("token key length".into()))
     }
 
-    async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
-        let (_lock, mut tx) = self.write().await?;
-        let existing: Option<(i64, String, Option<i64>)> = sqlx::query_as(
-            "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = ?",
-        )
-        .bind(request.email.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let name = request.name.as_ref().map(SubscriberName::as_str);
-        let subscriber_id = match existing {
-            None => {
-                sqlx::query_scalar(
-                    "INSERT INTO subscribers (email, name, status, created_at) \
-                     VALUES (?, ?, 'pending', ?) RETURNING id",
-                )
-                .bind(request.email.as_str())
-                .bind(name)
-                .bind(millis(request.now))
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            Some((_, status, _)) if status == "confirmed" => {
-                return Ok(SignupOutcome::AlreadyConfirmed)
-            }
-            Some((_, _, Some(last_sent)))
-                if last_sent > millis(request.now - request.resend_window) =>
-            {
-                return Ok(SignupOutcome::RecentlySent)
-            }
-            Some((id, _, _)) => {
-                // Status changes only on confirmation: a stranger must not be
-                // able to undo an unsubscribe or a bounce by signing up.
-                sqlx::query(
-                    "UPDATE subscribers SET name = COALESCE(?, name) WHERE id = ? AND status = 'pending'",
-                )
-                .bind(name)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                id
-            }
-        };
-        record_consent(
-            &mut tx,
-            subscriber_id,
-            request.email.as_str(),
-            "signup",
-            &request.consent,
-            None,
-            request.now,
-        )
-        .await?;
-        queue_confirmation(
-            &mut tx,
-            subscriber_id,
-            request.now,
-            request.confirmation_ttl,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(SignupOutcome::ConfirmationQueued { subscriber_id })
+    async fn signup_group(&self, requests: &[SignupRequest]) -> StoreResult<Vec<SignupOutcome>> {
+        signup::signup_group(self, requests).await
     }
 
     async fn confirm(

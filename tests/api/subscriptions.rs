@@ -17,6 +17,8 @@ on_both_backends!(
     a_confirmed_address_gets_202_and_no_email,
     resubscribing_goes_through_double_opt_in_again,
     an_smtp_outage_delays_the_confirmation_but_never_loses_it,
+    a_burst_of_signups_is_written_in_groups_with_one_email_per_address,
+    one_group_answers_each_signup_as_if_it_were_alone,
 );
 
 async fn subscriber_status(app: &crate::helpers::TestApp, email: &str) -> Option<String> {
@@ -312,4 +314,126 @@ async fn an_smtp_outage_delays_the_confirmation_but_never_loses_it(backend: Back
     assert!(mails[0].text().contains("/confirm?token="));
     app.wait_until_idle().await;
     assert_eq!(server.received_by("patient@example.com").len(), 1);
+}
+
+/// Signups that arrive together are written in one transaction (see
+/// `tidings::signups`); each must still get the answer and the record it
+/// would have had alone, with one confirmation per address per window.
+async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(backend: Backend) {
+    // All from one IP: the per-IP limit is not what this test is about.
+    let app = spawn_with(Options::new(backend), |settings| {
+        settings.http.subscribe_per_ip_per_hour = 0;
+    })
+    .await;
+    app.subscribe_and_confirm("member@example.com").await;
+    // 60 new addresses, each sent three times at once, and the member.
+    let mut requests = Vec::new();
+    for n in 0..180 {
+        let email = format!("burst{}@example.com", n % 60);
+        requests.push(app.subscribe_json(json!({ "email": email, "name": format!("Reader {n}") })));
+    }
+    requests.push(app.subscribe_json(json!({ "email": "member@example.com" })));
+    for response in futures::future::join_all(requests).await {
+        assert_eq!(response.status(), 202);
+    }
+    app.mail.wait_for_total(61).await;
+    app.wait_until_idle().await;
+    for n in 0..60 {
+        let email = format!("burst{n}@example.com");
+        let received = app.mail.received_by(&email);
+        assert_eq!(
+            received.len(),
+            1,
+            "{email} got {} confirmations",
+            received.len()
+        );
+        assert!(
+            received[0].text().contains("Hi Reader "),
+            "{email}: the name is kept"
+        );
+        assert_eq!(
+            subscriber_status(&app, &email).await.as_deref(),
+            Some("pending")
+        );
+        // The link in the email confirms this address, and only it.
+        let response = app
+            .client
+            .get(app.local(&received[0].link("http://")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            subscriber_status(&app, &email).await.as_deref(),
+            Some("confirmed")
+        );
+    }
+    assert_eq!(
+        app.mail.received_by("member@example.com").len(),
+        1,
+        "no new link for a member"
+    );
+    let subscribers = app.subscribers().await;
+    assert_eq!(subscribers.len(), 61);
+    for subscriber in subscribers
+        .iter()
+        .filter(|s| s.email.as_str() != "member@example.com")
+    {
+        let events = app.state.store.consent_events(subscriber.id).await.unwrap();
+        let signups = events.iter().filter(|event| event.kind == "signup").count();
+        assert_eq!(signups, 1, "one signup event per address within the window");
+        assert!(
+            events.iter().all(|event| event.ip.is_some()),
+            "consent keeps the IP"
+        );
+    }
+}
+
+async fn one_group_answers_each_signup_as_if_it_were_alone(backend: Backend) {
+    use tidings::store::{SignupOutcome, SignupRequest};
+    use tidings::subscribers::EmailAddress;
+
+    let app = spawn_app(backend).await;
+    app.subscribe_and_confirm("member@example.com").await;
+    let request = |email: &str| SignupRequest {
+        email: EmailAddress::parse(email).unwrap(),
+        name: None,
+        consent: Default::default(),
+        now: chrono::Utc::now(),
+        confirmation_ttl: chrono::Duration::hours(72),
+        resend_window: chrono::Duration::minutes(10),
+    };
+    let group = [
+        request("new@example.com"),
+        request("member@example.com"),
+        request("new@example.com"),
+        request("other@example.com"),
+    ];
+    let outcomes = app.state.store.signup_group(&group).await.unwrap();
+    let SignupOutcome::ConfirmationQueued { subscriber_id: new } = outcomes[0] else {
+        panic!("a new address gets a confirmation: {outcomes:?}");
+    };
+    assert_eq!(outcomes[1], SignupOutcome::AlreadyConfirmed);
+    assert_eq!(
+        outcomes[2],
+        SignupOutcome::RecentlySent,
+        "the same address twice in a group"
+    );
+    let SignupOutcome::ConfirmationQueued {
+        subscriber_id: other,
+    } = outcomes[3]
+    else {
+        panic!("another new address gets a confirmation: {outcomes:?}");
+    };
+    assert_ne!(new, other);
+    app.state.wake_worker.notify_one();
+    app.mail.wait_for("new@example.com", 1).await;
+    app.mail.wait_for("other@example.com", 1).await;
+    app.wait_until_idle().await;
+    assert_eq!(app.mail.received_by("new@example.com").len(), 1);
+    assert_eq!(
+        app.mail.received_by("member@example.com").len(),
+        1,
+        "only the first link"
+    );
 }
