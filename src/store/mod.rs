@@ -434,6 +434,20 @@ pub async fn connect(settings: &DatabaseSettings) -> StoreResult<SharedStore> {
     })
 }
 
+/// For a signup group: the new subscriber's id for the first request for
+/// each newly inserted address, `None` for the rest. A second request for
+/// the same address in the group then finds the subscriber the first one
+/// made, as it would have alone.
+pub(crate) fn first_of_each_new_address(
+    requests: &[SignupRequest],
+    mut new_ids: std::collections::HashMap<String, i64>,
+) -> Vec<Option<i64>> {
+    requests
+        .iter()
+        .map(|request| new_ids.remove(request.email.as_str()))
+        .collect()
+}
+
 pub(crate) fn parse_subscriber_status(text: &str) -> StoreResult<SubscriberStatus> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("subscriber status `{text}`")))

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::{lock_subscriber_by_email, queue_confirmation, record_consent, PostgresStore, Tx};
-use crate::store::{SignupOutcome, SignupRequest, StoreError, StoreResult};
+use crate::store::{
+    first_of_each_new_address, SignupOutcome, SignupRequest, StoreError, StoreResult,
+};
 use crate::subscribers::SubscriberName;
 
 pub(super) async fn signup_group(
@@ -16,13 +18,8 @@ pub(super) async fn signup_group(
     requests: &[SignupRequest],
 ) -> StoreResult<Vec<SignupOutcome>> {
     let mut tx = store.write().await?;
-    let mut new_ids = insert_new_subscribers(&mut tx, requests).await?;
-    // The first request for a new address gets its id; a second one in the
-    // same group finds the subscriber the first one made.
-    let fresh: Vec<Option<i64>> = requests
-        .iter()
-        .map(|request| new_ids.remove(request.email.as_str()))
-        .collect();
+    let new_ids = insert_new_subscribers(&mut tx, requests).await?;
+    let fresh = first_of_each_new_address(requests, new_ids);
     queue_first_confirmations(&mut tx, requests, &fresh).await?;
     let mut outcomes = Vec::with_capacity(requests.len());
     for (request, fresh) in requests.iter().zip(fresh) {
