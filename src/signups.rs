@@ -41,7 +41,7 @@ impl Signups {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Corrupt("the signup writer has stopped".into())
+    StoreError::NotRunning("the signup writer")
 }
 
 async fn write_groups(store: SharedStore, mut waiting: mpsc::Receiver<Waiting>) {

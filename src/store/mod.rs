@@ -30,6 +30,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    /// A task that writes on behalf of callers has ended (at shutdown).
+    #[error("{0} is not running")]
+    NotRunning(&'static str),
 }
 
 /// Who gave consent, and from where: recorded with every consent event.
