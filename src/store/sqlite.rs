@@ -68,6 +68,13 @@ fn post_from_row(row: PostRow) -> StoreResult<Post> {
     })
 }
 
+#[derive(serde::Serialize)]
+struct SentRow<'a> {
+    id: i64,
+    reply: &'a str,
+    at: i64,
+}
+
 fn ids_json(ids: &[i64]) -> String {
     serde_json::to_string(ids).expect("integers serialise")
 }
@@ -87,6 +94,9 @@ impl SqliteStore {
             .pragma("cache_size", "-4000");
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
+            // A file has no far end to hang up; the default ping before
+            // every acquire is one more round trip to SQLite's thread.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
@@ -813,22 +823,39 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         let (_lock, mut tx) = self.write().await?;
+        // Sends, nearly every outcome, go in one statement: each statement
+        // is a round trip to SQLite's thread made while holding the write
+        // lock, and signups wait for that lock.
+        let sent: Vec<SentRow> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                DeliveryOutcome::Sent { id, reply, at } => Some(SentRow {
+                    id: *id,
+                    reply,
+                    at: millis(*at),
+                }),
+                _ => None,
+            })
+            .collect();
         let mut applied = 0;
+        if !sent.is_empty() {
+            applied += sqlx::query(
+                "UPDATE deliveries SET status = 'sent', smtp_reply = sent.value ->> 'reply', \
+                 sent_at = sent.value ->> 'at', last_error = NULL, lease_owner = NULL, \
+                 lease_until = NULL \
+                 FROM json_each(?1) AS sent \
+                 WHERE deliveries.id = sent.value ->> 'id' AND deliveries.lease_owner = ?2 \
+                     AND deliveries.status = 'sending'",
+            )
+            .bind(serde_json::to_string(&sent).expect("plain rows serialise"))
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         for outcome in outcomes {
             let result = match outcome {
-                DeliveryOutcome::Sent { id, reply, at } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'sent', smtp_reply = ?, sent_at = ?, \
-                         last_error = NULL, lease_owner = NULL, lease_until = NULL \
-                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                    )
-                    .bind(reply)
-                    .bind(millis(*at))
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?
-                }
+                DeliveryOutcome::Sent { .. } => continue,
                 DeliveryOutcome::Retry {
                     id,
                     error,

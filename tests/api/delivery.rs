@@ -23,6 +23,7 @@ on_both_backends!(
     a_5xx_fails_and_three_bounces_mark_the_subscriber,
     a_4xx_is_not_retried_forever,
     an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out,
+    outcomes_written_together_each_count_once,
     sequence_mode_starts_late_joiners_at_tip_one,
     sigterm_drains_the_sends_in_flight,
     an_unreachable_server_costs_no_delivery_an_attempt,
@@ -361,6 +362,71 @@ async fn an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(backend: 
         .unwrap();
     assert_eq!(applied, 0);
     assert_eq!(store.delivery_counts().await.unwrap().sent, 1);
+}
+
+async fn outcomes_written_together_each_count_once(backend: Backend) {
+    // The SMTP server is down, so the app's own worker hands back whatever
+    // it claims and this test's claims get the rows.
+    let mut options = Options::new(backend);
+    options.smtp_port = Some(free_port());
+    let app = spawn_with(options, |_| {}).await;
+    app.add_confirmed(3).await;
+    app.enqueue("Tip", "Body").await;
+    let store = &app.state.store;
+    let now = app.clock.now();
+    store
+        .create_issue(tidings::store::NewIssue {
+            slot_key: "test-slot".into(),
+            slot_at: None,
+            mode: tidings::config::ScheduleMode::Broadcast,
+            now: now - chrono::Duration::seconds(1),
+        })
+        .await
+        .unwrap();
+    let mut claimed = Vec::new();
+    for _ in 0..100 {
+        let request = ClaimRequest {
+            owner: "worker-a".into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(30),
+            limit: 10,
+        };
+        claimed.extend(store.claim_deliveries(request).await.unwrap());
+        if claimed.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(claimed.len(), 3);
+    let sent = |index: usize| DeliveryOutcome::Sent {
+        id: claimed[index].id,
+        reply: "250 2.0.0 Ok: \"queued\" as 7F3A, ünïcode".into(),
+        at: Utc::now(),
+    };
+    let outcomes = [
+        sent(0),
+        DeliveryOutcome::Retry {
+            id: claimed[1].id,
+            error: "451 try later".into(),
+            next_attempt_at: now + chrono::Duration::hours(1),
+        },
+        sent(2),
+    ];
+    assert_eq!(
+        store.record_outcomes("worker-a", &outcomes).await.unwrap(),
+        3
+    );
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.sent, counts.pending, counts.sending), (2, 1, 0));
+    // Told twice (a retried write), a send still counts once.
+    assert_eq!(
+        store
+            .record_outcomes("worker-a", &outcomes[..1])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.delivery_counts().await.unwrap().sent, 2);
 }
 
 async fn sequence_mode_starts_late_joiners_at_tip_one(backend: Backend) {
