@@ -31,6 +31,10 @@ use compose::{Composed, Composer};
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 const MAX_OUTCOMES_PER_WRITE: usize = 1000;
+/// While outcomes trickle in (confirmation emails during a burst of
+/// signups), the recorder waits this long for more before it writes: every
+/// write takes SQLite's one write lock, and the signups queue for it too.
+const RECORD_LINGER: Duration = Duration::from_millis(10);
 /// Sends per connection that may be accepted by the server but not yet
 /// recorded. This bounds what a SIGKILL can make us send twice:
 /// `smtp.concurrency` × this, while outcomes are still written in groups.
@@ -380,10 +384,14 @@ impl DeliveryWorker {
 
     /// Writes outcomes in groups: whatever piled up while the last write ran.
     async fn record(self: Arc<Self>, mut record_rx: mpsc::Receiver<Record>) {
+        // Half the sends allowed unrecorded: the senders never wait on a
+        // write that is lingering for company.
+        let enough = (self.settings.concurrency * UNRECORDED_PER_CONNECTION / 2).max(1);
         while let Some(first) = record_rx.recv().await {
             let mut outcomes = Vec::new();
             let mut permits = Vec::new();
             let mut releases = Vec::new();
+            let linger_until = tokio::time::Instant::now() + RECORD_LINGER;
             let mut next = Some(first);
             while let Some(record) = next {
                 match record {
@@ -393,10 +401,15 @@ impl DeliveryWorker {
                     }
                     Record::Release(id) => releases.push(id),
                 }
-                next = if outcomes.len() + releases.len() < MAX_OUTCOMES_PER_WRITE {
-                    record_rx.try_recv().ok()
-                } else {
+                next = if outcomes.len() + releases.len() >= MAX_OUTCOMES_PER_WRITE {
                     None
+                } else if outcomes.len() < enough {
+                    tokio::time::timeout_at(linger_until, record_rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    record_rx.try_recv().ok()
                 };
             }
             self.write_outcomes(&outcomes).await;
