@@ -296,6 +296,44 @@ async fn a_4xx_is_not_retried_forever(backend: Backend) {
     );
 }
 
+/// Creates the issue directly, so the live worker is not woken for it, and
+/// claims its deliveries as `owner` until `count` are held. The app's own
+/// worker polls every second and may take rows first; with the SMTP server
+/// down it hands them back without using an attempt, and a later try here
+/// gets them.
+async fn create_issue_and_claim(
+    app: &TestApp,
+    owner: &str,
+    count: usize,
+) -> Vec<tidings::store::ClaimedDelivery> {
+    let store = &app.state.store;
+    let now = app.clock.now();
+    store
+        .create_issue(tidings::store::NewIssue {
+            slot_key: "test-slot".into(),
+            slot_at: None,
+            mode: tidings::config::ScheduleMode::Broadcast,
+            now: now - chrono::Duration::seconds(1),
+        })
+        .await
+        .unwrap();
+    let mut claimed = Vec::new();
+    for _ in 0..100 {
+        let request = ClaimRequest {
+            owner: owner.into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(30),
+            limit: 10,
+        };
+        claimed.extend(store.claim_deliveries(request).await.unwrap());
+        if claimed.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    claimed
+}
+
 async fn an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(backend: Backend) {
     // A worker that claims and then dies: the SMTP server is down, so the
     // app's own worker cannot finish first.
@@ -308,37 +346,8 @@ async fn an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(backend: 
     .await;
     app.add_confirmed(1).await;
     app.enqueue("Tip", "Body").await;
-    // Create the issue directly so the live worker is not woken for it.
     let store = &app.state.store;
-    let now = app.clock.now();
-    store
-        .create_issue(tidings::store::NewIssue {
-            slot_key: "test-slot".into(),
-            slot_at: None,
-            mode: tidings::config::ScheduleMode::Broadcast,
-            now: now - chrono::Duration::seconds(1),
-        })
-        .await
-        .unwrap();
-    // The app's own worker polls every second and may take the row first;
-    // finding the server down, it hands the row back without using an
-    // attempt, and the crashing worker gets it on a later try.
-    let mut claimed = Vec::new();
-    for _ in 0..100 {
-        claimed = store
-            .claim_deliveries(ClaimRequest {
-                owner: "crashed-worker".into(),
-                now,
-                lease_until: now + chrono::Duration::seconds(30),
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        if !claimed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let claimed = create_issue_and_claim(&app, "crashed-worker", 1).await;
     assert_eq!(claimed.len(), 1);
     let server = MailServer::start_on(port);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -374,29 +383,7 @@ async fn outcomes_written_together_each_count_once(backend: Backend) {
     app.enqueue("Tip", "Body").await;
     let store = &app.state.store;
     let now = app.clock.now();
-    store
-        .create_issue(tidings::store::NewIssue {
-            slot_key: "test-slot".into(),
-            slot_at: None,
-            mode: tidings::config::ScheduleMode::Broadcast,
-            now: now - chrono::Duration::seconds(1),
-        })
-        .await
-        .unwrap();
-    let mut claimed = Vec::new();
-    for _ in 0..100 {
-        let request = ClaimRequest {
-            owner: "worker-a".into(),
-            now,
-            lease_until: now + chrono::Duration::seconds(30),
-            limit: 10,
-        };
-        claimed.extend(store.claim_deliveries(request).await.unwrap());
-        if claimed.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let claimed = create_issue_and_claim(&app, "worker-a", 3).await;
     assert_eq!(claimed.len(), 3);
     let sent = |index: usize| DeliveryOutcome::Sent {
         id: claimed[index].id,
