@@ -13,6 +13,7 @@ use crate::posts::{NewPost, Post, PostSubject};
 use crate::subscribers::{EmailAddress, Subscriber, SubscriberName, SubscriberStatus};
 use crate::tokens::TokenKey;
 
+mod message_ids;
 mod postgres;
 mod sqlite;
 pub mod transfer;

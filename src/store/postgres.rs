@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::message_ids::{self, IssueMessageIds};
 use super::*;
 use crate::posts::PostStatus;
 
@@ -640,6 +641,7 @@ impl Store for PostgresStore {
         sqlx::query("LOCK TABLE posts IN ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
+        let message_ids = IssueMessageIds::random();
         let (post_id, recipients) = match issue.mode {
             ScheduleMode::Broadcast => {
                 let next: Option<i64> = sqlx::query_scalar(
@@ -655,33 +657,39 @@ impl Store for PostgresStore {
                 // post has no deliveries, since the transaction that makes a
                 // post's deliveries marks it sent. Should one exist anyway,
                 // the unique index fails this issue rather than send twice.
-                let fan_out = sqlx::query(
+                let message_id = message_ids::postgres_expression("id", "$4", "$5");
+                let fan_out = sqlx::query(&format!(
                     "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
                      status, next_attempt_at, created_at) \
-                     SELECT 'issue', 1, id, $1, $2, gen_random_uuid()::text, 'pending', $3, $3 \
-                     FROM subscribers WHERE status = 'confirmed' ORDER BY id",
-                )
+                     SELECT 'issue', 1, id, $1, $2, {message_id}, 'pending', $3, $3 \
+                     FROM subscribers WHERE status = 'confirmed' ORDER BY id"
+                ))
                 .bind(issue_id)
                 .bind(post_id)
                 .bind(now)
+                .bind(&message_ids.prefix)
+                .bind(message_ids.mask)
                 .execute(&mut *tx)
                 .await?;
                 (Some(post_id), fan_out.rows_affected())
             }
             ScheduleMode::Sequence => {
-                let fan_out = sqlx::query(
+                let message_id = message_ids::postgres_expression("s.id", "$3", "$4");
+                let fan_out = sqlx::query(&format!(
                     "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
                      status, next_attempt_at, created_at) \
-                     SELECT 'issue', 1, s.id, $1, next.id, gen_random_uuid()::text, 'pending', $2, $2 \
+                     SELECT 'issue', 1, s.id, $1, next.id, {message_id}, 'pending', $2, $2 \
                      FROM subscribers s \
                      CROSS JOIN LATERAL (SELECT p.id FROM posts p WHERE NOT EXISTS \
                          (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.post_id = p.id) \
                          ORDER BY p.position, p.id LIMIT 1) AS next \
                      WHERE s.status = 'confirmed' ORDER BY s.id \
-                     ON CONFLICT DO NOTHING",
-                )
+                     ON CONFLICT DO NOTHING"
+                ))
                 .bind(issue_id)
                 .bind(now)
+                .bind(&message_ids.prefix)
+                .bind(message_ids.mask)
                 .execute(&mut *tx)
                 .await?;
                 (None, fan_out.rows_affected())

@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::message_ids::{self, IssueMessageIds};
 use super::*;
 use crate::posts::PostStatus;
 
@@ -44,11 +45,6 @@ fn millis(time: DateTime<Utc>) -> i64 {
 fn from_millis(value: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(value).unwrap_or_default()
 }
-
-/// A version-4 UUID made inside SQLite, so fan-out never leaves the database.
-const SQL_UUID: &str = "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' \
-    || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) \
-    || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))";
 
 const POST_COLUMNS: &str = "id, subject, body_markdown, position, status, created_at, sent_at";
 
@@ -632,6 +628,7 @@ impl Store for SqliteStore {
         let Some((issue_id, number)) = created else {
             return Ok(CreateIssueOutcome::SlotTaken);
         };
+        let message_ids = IssueMessageIds::random();
         let (post_id, recipients) = match issue.mode {
             ScheduleMode::Broadcast => {
                 let next: Option<i64> = sqlx::query_scalar(
@@ -642,24 +639,28 @@ impl Store for SqliteStore {
                 let Some(post_id) = next else {
                     return Ok(CreateIssueOutcome::NothingToSend);
                 };
+                let message_id = message_ids::sqlite_expression("id", "?4", "?5");
                 let fan_out = sqlx::query(&format!(
                     "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
                      status, next_attempt_at, created_at) \
-                     SELECT 'issue', 1, id, ?1, ?2, {SQL_UUID}, 'pending', ?3, ?3 \
+                     SELECT 'issue', 1, id, ?1, ?2, {message_id}, 'pending', ?3, ?3 \
                      FROM subscribers WHERE status = 'confirmed' ON CONFLICT DO NOTHING"
                 ))
                 .bind(issue_id)
                 .bind(post_id)
                 .bind(now)
+                .bind(&message_ids.prefix)
+                .bind(message_ids.mask)
                 .execute(&mut *tx)
                 .await?;
                 (Some(post_id), fan_out.rows_affected())
             }
             ScheduleMode::Sequence => {
+                let message_id = message_ids::sqlite_expression("due.subscriber_id", "?3", "?4");
                 let fan_out = sqlx::query(&format!(
                     "INSERT INTO deliveries (kind, priority, subscriber_id, issue_id, post_id, message_id, \
                      status, next_attempt_at, created_at) \
-                     SELECT 'issue', 1, due.subscriber_id, ?1, due.post_id, {SQL_UUID}, 'pending', ?2, ?2 \
+                     SELECT 'issue', 1, due.subscriber_id, ?1, due.post_id, {message_id}, 'pending', ?2, ?2 \
                      FROM (SELECT s.id AS subscriber_id, \
                              (SELECT p.id FROM posts p WHERE NOT EXISTS \
                                  (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.post_id = p.id) \
@@ -669,6 +670,8 @@ impl Store for SqliteStore {
                 ))
                 .bind(issue_id)
                 .bind(now)
+                .bind(&message_ids.prefix)
+                .bind(message_ids.mask)
                 .execute(&mut *tx)
                 .await?;
                 (None, fan_out.rows_affected())

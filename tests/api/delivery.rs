@@ -16,6 +16,7 @@ use crate::on_both_backends;
 on_both_backends!(
     an_issue_goes_to_every_confirmed_subscriber_and_nobody_else,
     issue_emails_carry_the_list_headers_and_footer,
+    every_recipient_of_every_issue_gets_its_own_message_id,
     the_unsubscribe_link_in_an_issue_works,
     unsubscribing_before_the_send_gives_skipped,
     a_4xx_is_retried_and_then_delivered,
@@ -136,6 +137,30 @@ async fn issue_emails_carry_the_list_headers_and_footer(backend: Backend) {
     assert!(html.contains("<h2 style="));
     assert!(html.contains("Unsubscribe</a>"));
     assert!(html.contains("1 Test Street, Testville"));
+}
+
+/// Fan-out makes issue Message-IDs inside the database, from one random
+/// UUID per issue; each must still be a UUID, and no two alike.
+async fn every_recipient_of_every_issue_gets_its_own_message_id(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_confirmed(20).await;
+    app.enqueue("First", "One.").await;
+    app.enqueue("Second", "Two.").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    app.mail.wait_for_total(20).await;
+    assert_eq!(app.send_now().await.status(), 202);
+    let mails = app.mail.wait_for_total(40).await;
+
+    let mut seen = std::collections::HashSet::new();
+    for mail in &mails {
+        let message_id = mail.header("Message-ID").unwrap();
+        let inner = message_id.trim_start_matches('<').trim_end_matches('>');
+        let (uuid, domain) = inner.split_once('@').unwrap();
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{message_id}");
+        assert_eq!(domain, "localhost");
+        assert!(seen.insert(message_id.clone()), "{message_id} twice");
+    }
+    assert_eq!(seen.len(), 40);
 }
 
 async fn the_unsubscribe_link_in_an_issue_works(backend: Backend) {
