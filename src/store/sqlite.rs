@@ -71,8 +71,9 @@ struct SentRow<'a> {
     at: i64,
 }
 
-fn ids_json(ids: &[i64]) -> String {
-    serde_json::to_string(ids).expect("integers serialise")
+/// A JSON array for `json_each(?)`: how one statement takes many rows.
+fn to_json(rows: &impl serde::Serialize) -> String {
+    serde_json::to_string(rows).expect("plain rows serialise")
 }
 
 impl SqliteStore {
@@ -775,7 +776,7 @@ impl Store for SqliteStore {
             "SELECT id, email, name, status FROM subscribers \
              WHERE id IN (SELECT value FROM json_each(?))",
         )
-        .bind(ids_json(&subscriber_ids))
+        .bind(to_json(&subscriber_ids))
         .fetch_all(&self.pool)
         .await?
         .into_iter()
@@ -850,7 +851,7 @@ impl Store for SqliteStore {
                  WHERE deliveries.id = sent.value ->> 'id' AND deliveries.lease_owner = ?2 \
                      AND deliveries.status = 'sending'",
             )
-            .bind(serde_json::to_string(&sent).expect("plain rows serialise"))
+            .bind(to_json(&sent))
             .bind(owner)
             .execute(&mut *tx)
             .await?
@@ -944,7 +945,7 @@ impl Store for SqliteStore {
              WHERE lease_owner = ? AND status = 'sending' AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(owner)
-        .bind(ids_json(delivery_ids))
+        .bind(to_json(&delivery_ids))
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{millis, queue_confirmation, record_consent, SqliteStore, Tx};
+use super::{millis, queue_confirmation, record_consent, to_json, SqliteStore, Tx};
 use crate::store::{
     first_of_each_new_address, SignupOutcome, SignupRequest, StoreError, StoreResult,
 };
@@ -206,8 +206,4 @@ async fn signup_existing(tx: &mut Tx, request: &SignupRequest) -> StoreResult<Si
     .await?;
     queue_confirmation(tx, subscriber_id, request.now, request.confirmation_ttl).await?;
     Ok(SignupOutcome::ConfirmationQueued { subscriber_id })
-}
-
-fn to_json(rows: &impl Serialize) -> String {
-    serde_json::to_string(rows).expect("plain rows serialise")
 }
