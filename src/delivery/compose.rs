@@ -323,8 +323,16 @@ impl Composer {
             Ok(address) => address,
             Err(error) => return Ok(Composed::Skip(format!("unsendable address: {error}"))),
         };
+        // Given, lettre would otherwise parse it back out of the From and
+        // To headers it has just been handed, for every email.
+        let envelope = Envelope::new(
+            Some(self.newsletter.from.email.clone()),
+            vec![address.clone()],
+        )
+        .map_err(|error| ComposeError::Message(error.to_string()))?;
         let to = Mailbox::new(delivery.name.clone(), address);
         let mut builder = Message::builder()
+            .envelope(envelope)
             .from(self.newsletter.from.clone())
             .to(to)
             .subject(subject)
