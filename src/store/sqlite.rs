@@ -21,7 +21,7 @@ use crate::posts::PostStatus;
 mod signup;
 
 pub struct SqliteStore {
-    /// For reads.
+    /// For reads, and for the data transfer between backends (`pool()`).
     pool: SqlitePool,
     /// One connection for every write. SQLite drops a connection's whole
     /// page cache when another connection has written since it last read;
