@@ -857,17 +857,6 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    /// These writes, and `release_claims`, are fenced on `lease_owner`
-    /// alone, which a row has only while it is `sending` (a check on the
-    /// table since migration 0003). With `status = 'sending'` in the filter,
-    /// the planner could take the partial index `deliveries_leased`, which
-    /// keeps an entry for every row that was ever sending until a vacuum.
-    ///
-    /// They are planned afresh each time (`persistent(false)`). A statement
-    /// prepared once gets a generic plan made while the table was small,
-    /// and keeps it as the table grows until the next ANALYZE: in a burst
-    /// of signups on a new database, each write read every row the table
-    /// had (a seq scan), or every row ever leased (that partial index).
     async fn record_outcomes(&self, owner: &str, outcomes: &[DeliveryOutcome]) -> StoreResult<u64> {
         if outcomes.is_empty() {
             return Ok(0);
@@ -910,9 +899,8 @@ impl Store for PostgresStore {
                 "UPDATE deliveries d SET status = 'sent', smtp_reply = u.reply, sent_at = u.at, \
                  last_error = NULL, lease_owner = NULL, lease_until = NULL \
                  FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(id, reply, at) \
-                 WHERE d.id = u.id AND d.lease_owner = $4",
+                 WHERE d.id = u.id AND d.lease_owner = $4 AND d.status = 'sending'",
             )
-            .persistent(false)
             .bind(&sent.0)
             .bind(&sent.1)
             .bind(&sent.2)
@@ -927,9 +915,8 @@ impl Store for PostgresStore {
                  next_attempt_at = u.next_attempt_at, lease_owner = NULL, lease_until = NULL \
                  FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) \
                      AS u(id, error, next_attempt_at) \
-                 WHERE d.id = u.id AND d.lease_owner = $4",
+                 WHERE d.id = u.id AND d.lease_owner = $4 AND d.status = 'sending'",
             )
-            .persistent(false)
             .bind(&retry.0)
             .bind(&retry.1)
             .bind(&retry.2)
@@ -943,9 +930,8 @@ impl Store for PostgresStore {
                 "UPDATE deliveries d SET status = 'skipped', last_error = u.reason, \
                  lease_owner = NULL, lease_until = NULL \
                  FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason) \
-                 WHERE d.id = u.id AND d.lease_owner = $3",
+                 WHERE d.id = u.id AND d.lease_owner = $3 AND d.status = 'sending'",
             )
-            .persistent(false)
             .bind(&skipped.0)
             .bind(&skipped.1)
             .bind(owner)
@@ -958,10 +944,9 @@ impl Store for PostgresStore {
                 "UPDATE deliveries d SET status = 'failed', last_error = u.error, \
                  lease_owner = NULL, lease_until = NULL \
                  FROM UNNEST($1::bigint[], $2::text[]) AS u(id, error) \
-                 WHERE d.id = u.id AND d.lease_owner = $3 \
+                 WHERE d.id = u.id AND d.lease_owner = $3 AND d.status = 'sending' \
                  RETURNING d.id",
             )
-            .persistent(false)
             .bind(&failed.0)
             .bind(&failed.1)
             .bind(owner)
@@ -998,9 +983,8 @@ impl Store for PostgresStore {
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
              lease_owner = NULL, lease_until = NULL \
-             WHERE lease_owner = $1 AND id = ANY($2::bigint[])",
+             WHERE lease_owner = $1 AND status = 'sending' AND id = ANY($2::bigint[])",
         )
-        .persistent(false)
         .bind(owner)
         .bind(delivery_ids)
         .execute(&self.pool)
