@@ -5,14 +5,13 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::message_ids::{self, IssueMessageIds};
 use super::*;
@@ -23,15 +22,16 @@ mod signup;
 pub struct SqliteStore {
     /// For reads, and for the data transfer between backends (`pool()`).
     pool: SqlitePool,
-    /// One connection for every write. SQLite drops a connection's whole
-    /// page cache when another connection has written since it last read;
-    /// writes taking turns over the pool's connections re-read their pages
-    /// from the OS on every transaction.
-    writer: SqlitePool,
-    /// SQLite has one writer at a time. Writers queue here, in order,
-    /// instead of in SQLite's busy handler, which sleeps in steps of up to
-    /// 100 ms and gave signups a p99 of 600 ms under load.
-    write_lock: Arc<Mutex<()>>,
+    /// One connection for every write, reached only through its lock.
+    /// SQLite drops a connection's whole page cache when another connection
+    /// has written since it last read; writes taking turns over the pool's
+    /// connections re-read their pages from the OS on every transaction.
+    /// And SQLite has one writer at a time: writers queue on this lock, in
+    /// order, instead of in SQLite's busy handler, which sleeps in steps of
+    /// up to 100 ms and gave signups a p99 of 600 ms under load. (The
+    /// one-connection pool alone would queue them too, but its acquire
+    /// times out behind a long fan-out; the lock waits as long as it takes.)
+    writer: Mutex<SqlitePool>,
     /// During a long send, readers come and go all the time and SQLite's
     /// automatic checkpoints never get to reset the WAL, which grows (and
     /// its index with it) by hundreds of MB over a million deliveries.
@@ -42,7 +42,7 @@ pub struct SqliteStore {
 const CHECKPOINT_EVERY: u64 = 20_000;
 
 type Tx = Transaction<'static, Sqlite>;
-type WriteLock = OwnedMutexGuard<()>;
+type WriteLock<'a> = MutexGuard<'a, SqlitePool>;
 
 fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
@@ -110,22 +110,22 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             pool,
-            writer,
-            write_lock: Arc::new(Mutex::new(())),
+            writer: Mutex::new(writer),
             recorded_since_checkpoint: AtomicU64::new(0),
         })
     }
 
-    /// The write lock, for a single statement that writes.
-    async fn lock(&self) -> WriteLock {
-        self.write_lock.clone().lock_owned().await
+    /// The writer connection, for a single statement that writes.
+    async fn lock(&self) -> WriteLock<'_> {
+        self.writer.lock().await
     }
 
     /// A write transaction, holding the write lock until both are dropped
     /// (the transaction first: bind them as `let (_lock, mut tx)`).
-    async fn write(&self) -> StoreResult<(WriteLock, Tx)> {
-        let lock = self.lock().await;
-        Ok((lock, self.writer.begin_with("BEGIN IMMEDIATE").await?))
+    async fn write(&self) -> StoreResult<(WriteLock<'_>, Tx)> {
+        let writer = self.lock().await;
+        let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((writer, tx))
     }
 
     /// For the data transfer between backends, which lives in this module.
@@ -246,9 +246,8 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
+        let writer = self.lock().await;
+        sqlx::migrate!("./migrations/sqlite").run(&*writer).await?;
         Ok(())
     }
 
@@ -258,12 +257,12 @@ impl Store for SqliteStore {
     }
 
     async fn token_key(&self) -> StoreResult<TokenKey> {
-        let _lock = self.lock().await;
+        let writer = self.lock().await;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING",
         )
         .bind(TokenKey::generate().to_vec())
-        .execute(&self.writer)
+        .execute(&*writer)
         .await?;
         let bytes: Vec<u8> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = 'token_key'")
@@ -752,20 +751,20 @@ impl Store for SqliteStore {
     }
 
     async fn reclaim_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let _lock = self.lock().await;
+        let writer = self.lock().await;
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
              WHERE status = 'sending' AND lease_until < ?",
         )
         .bind(millis(now))
-        .execute(&self.writer)
+        .execute(&*writer)
         .await?;
         Ok(result.rows_affected())
     }
 
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         type ClaimRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>, String, i64);
-        let lock = self.lock().await;
+        let writer = self.lock().await;
         let claimed: Vec<ClaimRow> = sqlx::query_as(
             "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2, \
              attempts = attempts + 1 \
@@ -777,9 +776,9 @@ impl Store for SqliteStore {
         .bind(millis(request.lease_until))
         .bind(millis(request.now))
         .bind(i64::from(request.limit))
-        .fetch_all(&self.writer)
+        .fetch_all(&*writer)
         .await?;
-        drop(lock);
+        drop(writer);
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -838,7 +837,7 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        let (_lock, mut tx) = self.write().await?;
+        let (writer, mut tx) = self.write().await?;
         // Sends, nearly every outcome, go in one statement: each statement
         // is a round trip to SQLite's thread made while holding the write
         // lock, and signups wait for that lock.
@@ -937,7 +936,7 @@ impl Store for SqliteStore {
             self.recorded_since_checkpoint.store(0, Ordering::Relaxed);
             // Still holding the write lock: no writer can get in the way.
             if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.writer)
+                .execute(&*writer)
                 .await
             {
                 tracing::warn!(%error, "WAL checkpoint failed; SQLite will retry on its own");
@@ -950,7 +949,7 @@ impl Store for SqliteStore {
         if delivery_ids.is_empty() {
             return Ok(0);
         }
-        let _lock = self.lock().await;
+        let writer = self.lock().await;
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
              lease_owner = NULL, lease_until = NULL \
@@ -958,7 +957,7 @@ impl Store for SqliteStore {
         )
         .bind(owner)
         .bind(to_json(&delivery_ids))
-        .execute(&self.writer)
+        .execute(&*writer)
         .await?;
         Ok(result.rows_affected())
     }
