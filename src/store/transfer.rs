@@ -189,6 +189,9 @@ pub async fn copy_sqlite_to_postgres(
         .await?;
     }
     transaction.commit().await?;
+    for (table, _) in TABLES {
+        target.vacuum_analyze(table).await?;
+    }
     verify(&source, &target).await
 }
 
