@@ -18,7 +18,8 @@
 #
 # Needs: a Rust toolchain, curl, jq, wrk, Postfix's smtp-sink and smtp-source,
 # and (for the postgres backend) psql and PostgreSQL on 127.0.0.1:5432 with
-# trust auth for the user postgres. Only loopback traffic.
+# trust auth for the user postgres. Run as root on Debian, it installs the
+# missing commands' packages itself. Only loopback traffic.
 #
 # Settings (environment):
 #   BENCH_RUNS=3              runs per figure (the median is reported)
@@ -108,9 +109,30 @@ need=(curl jq awk)
 wants delivery || wants big && need+=(smtp-sink smtp-source)
 wants signup && need+=(wrk smtp-sink)
 [[ " $BACKENDS " == *" postgres "* ]] && need+=(psql)
+# The Debian package that brings each command.
+package_of() {
+    case $1 in
+    smtp-sink | smtp-source) echo postfix ;;
+    psql) echo postgresql-client ;;
+    awk) echo gawk ;;
+    *) echo "$1" ;;
+    esac
+}
+missing=()
+for command in "${need[@]}"; do
+    command -v "$command" >/dev/null || missing+=("$(package_of "$command")")
+done
+# On a fresh Debian machine, as root, install what is missing (as
+# scripts/test does), so the one command in the README is all it takes.
+if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing ${missing[*]}..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 for command in "${need[@]}"; do
     command -v "$command" >/dev/null ||
-        die "'$command' is not installed (smtp-sink/smtp-source: apt-get install postfix; wrk: apt-get install wrk; psql: apt-get install postgresql-client)"
+        die "'$command' is not installed (apt-get install $(package_of "$command"))"
 done
 [[ -f $POST_FILE ]] || die "missing $POST_FILE"
 
