@@ -91,22 +91,25 @@ impl SqliteStore {
             // lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            // 4 MB of page cache per connection keeps the daemon small;
-            // the hot pages (the due index, recent rows) fit easily.
-            .pragma("cache_size", "-4000");
+            .foreign_keys(true);
+        // Page caches are most of the daemon's memory in a large send, one
+        // per connection. The writer's 4 MB holds the pages every write
+        // touches (the due index, the newest rows); reads are point lookups
+        // and counts that scan more than any cache holds, so 2 MB each.
+        let reader_options = options.clone().pragma("cache_size", "-2000");
+        let writer_options = options.pragma("cache_size", "-4000");
         // A file has no far end to hang up; the default ping before every
         // acquire is one more round trip to SQLite's thread.
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(reader_options)
             .await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(writer_options)
             .await?;
         Ok(Self {
             pool,
