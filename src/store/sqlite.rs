@@ -4,20 +4,26 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::message_ids::{self, IssueMessageIds};
 use super::*;
 use crate::posts::PostStatus;
 
+mod checkpoints;
+mod outcomes;
 mod signup;
+#[cfg(test)]
+mod tests;
 
 pub struct SqliteStore {
     /// For reads, and for the data transfer between backends (`pool()`).
@@ -28,21 +34,74 @@ pub struct SqliteStore {
     /// connections re-read their pages from the OS on every transaction.
     /// And SQLite has one writer at a time: writers queue on this lock, in
     /// order, instead of in SQLite's busy handler, which sleeps in steps of
-    /// up to 100 ms and gave signups a p99 of 600 ms under load. (The
-    /// one-connection pool alone would queue them too, but its acquire
-    /// times out behind a long fan-out; the lock waits as long as it takes.)
-    writer: Mutex<SqlitePool>,
-    /// During a long send, readers come and go all the time and SQLite's
-    /// automatic checkpoints never get to reset the WAL, which grows (and
-    /// its index with it) by hundreds of MB over a million deliveries.
-    recorded_since_checkpoint: AtomicU64,
+    /// up to 100 ms and gave signups a p99 of 600 ms under load. A bare
+    /// connection, not a pool of one: a pool pings each connection given
+    /// back to it, one more round trip to SQLite's thread that the next
+    /// writer waited for.
+    writer: Arc<Mutex<Writer>>,
+    checkpointer: tokio::task::JoinHandle<()>,
 }
 
-/// Outcomes recorded between explicit WAL checkpoints.
-const CHECKPOINT_EVERY: u64 = 20_000;
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
 
-type Tx = Transaction<'static, Sqlite>;
-type WriteLock<'a> = MutexGuard<'a, SqlitePool>;
+type Tx<'c> = Transaction<'c, Sqlite>;
+
+pub(super) struct Writer {
+    connection: SqliteConnection,
+    /// A transaction was begun by hand, inside a statement list, and has not
+    /// been committed or rolled back yet (see [`WriteLock::begin_by_hand`]).
+    open_by_hand: bool,
+}
+
+/// The locked writer connection; it derefs to the connection.
+pub(super) struct WriteLock<'a>(MutexGuard<'a, Writer>);
+
+impl std::ops::Deref for WriteLock<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.0.connection
+    }
+}
+
+impl std::ops::DerefMut for WriteLock<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0.connection
+    }
+}
+
+impl WriteLock<'_> {
+    /// For a transaction whose `BEGIN IMMEDIATE` goes in one statement
+    /// list with its first statements, and its `COMMIT` with its last:
+    /// each statement list is one round trip to SQLite's thread, against
+    /// one per statement through sqlx's `Transaction`. Call this before the
+    /// first list, and [`Self::finish_by_hand`] with how it ended.
+    pub(super) fn begin_by_hand(&mut self) {
+        self.0.open_by_hand = true;
+    }
+
+    /// After the `COMMIT` went through, or with the error that stopped the
+    /// transaction, which is then rolled back and returned.
+    pub(super) async fn finish_by_hand<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
+        if result.is_err() {
+            self.roll_back_by_hand().await;
+        }
+        self.0.open_by_hand = false;
+        result
+    }
+
+    async fn roll_back_by_hand(&mut self) {
+        // Fails harmlessly when the error came before `BEGIN` took effect
+        // or SQLite rolled back on its own.
+        if let Err(error) = sqlx::query("ROLLBACK").execute(&mut **self).await {
+            tracing::debug!(%error, "no transaction to roll back");
+        }
+        self.0.open_by_hand = false;
+    }
+}
 
 fn millis(time: DateTime<Utc>) -> i64 {
     time.timestamp_millis()
@@ -70,13 +129,6 @@ fn post_from_row(row: PostRow) -> StoreResult<Post> {
     })
 }
 
-#[derive(serde::Serialize)]
-struct SentRow<'a> {
-    id: i64,
-    reply: &'a str,
-    at: i64,
-}
-
 /// A JSON array for `json_each(?)`: how one statement takes many rows.
 fn to_json(rows: &impl serde::Serialize) -> String {
     serde_json::to_string(rows).expect("plain rows serialise")
@@ -97,7 +149,14 @@ impl SqliteStore {
         // touches (the due index, the newest rows); reads are point lookups
         // and counts that scan more than any cache holds, so 2 MB each.
         let reader_options = options.clone().pragma("cache_size", "-2000");
-        let writer_options = options.pragma("cache_size", "-4000");
+        // Checkpoints are the checkpointer's job (see `checkpoints`), not
+        // the writer's. The writer restarts the WAL after them, cutting the
+        // file back to 32 MB if a slow moment let it grow.
+        let writer_options = options
+            .clone()
+            .pragma("cache_size", "-4000")
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", "33554432");
         // A file has no far end to hang up; the default ping before every
         // acquire is one more round trip to SQLite's thread.
         let pool = SqlitePoolOptions::new()
@@ -106,29 +165,28 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(reader_options)
             .await?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(writer_options)
-            .await?;
+        let connection = SqliteConnection::connect_with(&writer_options).await?;
+        let writer = Arc::new(Mutex::new(Writer {
+            connection,
+            open_by_hand: false,
+        }));
+        let checkpointer = checkpoints::start(&options, writer.clone()).await?;
         Ok(Self {
             pool,
-            writer: Mutex::new(writer),
-            recorded_since_checkpoint: AtomicU64::new(0),
+            writer,
+            checkpointer,
         })
     }
 
-    /// The writer connection, for a single statement that writes.
+    /// The writer connection: for a single statement that writes, or for a
+    /// write transaction through [`begin`].
     async fn lock(&self) -> WriteLock<'_> {
-        self.writer.lock().await
-    }
-
-    /// A write transaction, holding the write lock until both are dropped
-    /// (the transaction first: bind them as `let (_lock, mut tx)`).
-    async fn write(&self) -> StoreResult<(WriteLock<'_>, Tx)> {
-        let writer = self.lock().await;
-        let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        Ok((writer, tx))
+        let mut writer = WriteLock(self.writer.lock().await);
+        if writer.0.open_by_hand {
+            // Whoever began it was dropped halfway (a cancelled future).
+            writer.roll_back_by_hand().await;
+        }
+        writer
     }
 
     /// For the data transfer between backends, which lives in this module.
@@ -137,8 +195,13 @@ impl SqliteStore {
     }
 }
 
+/// A write transaction on the locked writer connection.
+async fn begin(writer: &mut SqliteConnection) -> StoreResult<Tx<'_>> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 async fn record_consent(
-    tx: &mut Tx,
+    connection: &mut SqliteConnection,
     subscriber_id: i64,
     email: &str,
     kind: &str,
@@ -157,14 +220,14 @@ async fn record_consent(
     .bind(consent.ip.as_deref())
     .bind(consent.user_agent.as_deref())
     .bind(detail)
-    .execute(&mut **tx)
+    .execute(&mut *connection)
     .await?;
     Ok(())
 }
 
 /// A confirmation request and its email, in the caller's transaction.
 async fn queue_confirmation(
-    tx: &mut Tx,
+    connection: &mut SqliteConnection,
     subscriber_id: i64,
     now: DateTime<Utc>,
     ttl: chrono::Duration,
@@ -175,7 +238,7 @@ async fn queue_confirmation(
     .bind(subscriber_id)
     .bind(millis(now))
     .bind(millis(now + ttl))
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *connection)
     .await?;
     sqlx::query(
         "INSERT INTO deliveries (kind, priority, subscriber_id, confirmation_id, message_id, status, \
@@ -186,12 +249,12 @@ async fn queue_confirmation(
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(millis(now))
     .bind(millis(now))
-    .execute(&mut **tx)
+    .execute(&mut *connection)
     .await?;
     sqlx::query("UPDATE subscribers SET last_confirmation_sent_at = ? WHERE id = ?")
         .bind(millis(now))
         .bind(subscriber_id)
-        .execute(&mut **tx)
+        .execute(&mut *connection)
         .await?;
     Ok(confirmation_id)
 }
@@ -210,7 +273,7 @@ async fn count_by_status(
 
 /// Rewrites the positions of unsent posts so `moved` sits at `place`
 /// (1-based among unsent posts), after every sent post.
-async fn reorder_queue(tx: &mut Tx, moved: i64, place: i64) -> StoreResult<()> {
+async fn reorder_queue(tx: &mut Tx<'_>, moved: i64, place: i64) -> StoreResult<()> {
     let (after_sent,): (i64,) =
         sqlx::query_as("SELECT COALESCE(MAX(position), 0) FROM posts WHERE status = 'sent'")
             .fetch_one(&mut **tx)
@@ -233,7 +296,7 @@ async fn reorder_queue(tx: &mut Tx, moved: i64, place: i64) -> StoreResult<()> {
     Ok(())
 }
 
-async fn fetch_post(tx: &mut Tx, post_id: i64) -> StoreResult<Option<Post>> {
+async fn fetch_post(tx: &mut Tx<'_>, post_id: i64) -> StoreResult<Option<Post>> {
     let row: Option<PostRow> =
         sqlx::query_as(&format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ?"))
             .bind(post_id)
@@ -249,8 +312,13 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let writer = self.lock().await;
-        sqlx::migrate!("./migrations/sqlite").run(&*writer).await?;
+        // Through the pool, with the lock held so that nothing else writes:
+        // the migrator takes an `Acquire`, which a borrowed connection in
+        // this async trait cannot give.
+        let _writer = self.lock().await;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -260,12 +328,12 @@ impl Store for SqliteStore {
     }
 
     async fn token_key(&self) -> StoreResult<TokenKey> {
-        let writer = self.lock().await;
+        let mut writer = self.lock().await;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING",
         )
         .bind(TokenKey::generate().to_vec())
-        .execute(&*writer)
+        .execute(&mut *writer)
         .await?;
         let bytes: Vec<u8> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = 'token_key'")
@@ -284,7 +352,8 @@ impl Store for SqliteStore {
         consent: ConsentContext,
         now: DateTime<Utc>,
     ) -> StoreResult<ConfirmOutcome> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let row: Option<(i64, i64, Option<i64>, String, String)> = sqlx::query_as(
             "SELECT c.subscriber_id, c.expires_at, c.used_at, s.email, s.status \
              FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id WHERE c.id = ?",
@@ -344,7 +413,8 @@ impl Store for SqliteStore {
         consent: ConsentContext,
         now: DateTime<Utc>,
     ) -> StoreResult<UnsubscribeOutcome> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT email, status FROM subscribers WHERE id = ?")
                 .bind(subscriber_id)
@@ -386,7 +456,8 @@ impl Store for SqliteStore {
     }
 
     async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM subscribers WHERE email = ?")
             .bind(subscriber.email.as_str())
             .fetch_optional(&mut *tx)
@@ -472,7 +543,8 @@ impl Store for SqliteStore {
         domain: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let result = sqlx::query(
             "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < ?1) \
              INSERT INTO subscribers (email, status, created_at, confirmed_at) \
@@ -494,7 +566,8 @@ impl Store for SqliteStore {
         posts: &[NewPost],
         now: DateTime<Utc>,
     ) -> StoreResult<usize> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let (existing,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM posts")
             .fetch_one(&mut *tx)
             .await?;
@@ -518,7 +591,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_post(&self, post: &NewPost, now: DateTime<Utc>) -> StoreResult<Post> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let row: PostRow = sqlx::query_as(&format!(
             "INSERT INTO posts (subject, body_markdown, position, status, created_at) \
              SELECT ?, ?, COALESCE(MAX(position), 0) + 1, 'queued', ? FROM posts \
@@ -566,7 +640,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_post(&self, post_id: i64, changes: PostChanges) -> StoreResult<PostEdit> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let Some(post) = fetch_post(&mut tx, post_id).await? else {
             return Ok(PostEdit::NotFound);
         };
@@ -593,7 +668,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_post(&self, post_id: i64) -> StoreResult<PostEdit> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let Some(post) = fetch_post(&mut tx, post_id).await? else {
             return Ok(PostEdit::NotFound);
         };
@@ -627,7 +703,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_issue(&self, issue: NewIssue) -> StoreResult<CreateIssueOutcome> {
-        let (_lock, mut tx) = self.write().await?;
+        let mut writer = self.lock().await;
+        let mut tx = begin(&mut writer).await?;
         let now = millis(issue.now);
         let created: Option<(i64, i64)> = sqlx::query_as(
             "INSERT INTO issues (slot_key, slot_at, mode, number, created_at) \
@@ -754,20 +831,20 @@ impl Store for SqliteStore {
     }
 
     async fn reclaim_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let writer = self.lock().await;
+        let mut writer = self.lock().await;
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
              WHERE status = 'sending' AND lease_until < ?",
         )
         .bind(millis(now))
-        .execute(&*writer)
+        .execute(&mut *writer)
         .await?;
         Ok(result.rows_affected())
     }
 
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         type ClaimRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>, String, i64);
-        let writer = self.lock().await;
+        let mut writer = self.lock().await;
         let claimed: Vec<ClaimRow> = sqlx::query_as(
             "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2, \
              attempts = attempts + 1 \
@@ -779,7 +856,7 @@ impl Store for SqliteStore {
         .bind(millis(request.lease_until))
         .bind(millis(request.now))
         .bind(i64::from(request.limit))
-        .fetch_all(&*writer)
+        .fetch_all(&mut *writer)
         .await?;
         drop(writer);
         if claimed.is_empty() {
@@ -840,119 +917,15 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        let (writer, mut tx) = self.write().await?;
-        // Sends, nearly every outcome, go in one statement: each statement
-        // is a round trip to SQLite's thread made while holding the write
-        // lock, and signups wait for that lock.
-        let sent: Vec<SentRow> = outcomes
-            .iter()
-            .filter_map(|outcome| match outcome {
-                DeliveryOutcome::Sent { id, reply, at } => Some(SentRow {
-                    id: *id,
-                    reply,
-                    at: millis(*at),
-                }),
-                _ => None,
-            })
-            .collect();
-        let mut applied = 0;
-        if !sent.is_empty() {
-            applied += sqlx::query(
-                "UPDATE deliveries SET status = 'sent', smtp_reply = sent.value ->> 'reply', \
-                 sent_at = sent.value ->> 'at', last_error = NULL, lease_owner = NULL, \
-                 lease_until = NULL \
-                 FROM json_each(?1) AS sent \
-                 WHERE deliveries.id = sent.value ->> 'id' AND deliveries.lease_owner = ?2 \
-                     AND deliveries.status = 'sending'",
-            )
-            .bind(to_json(&sent))
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        for outcome in outcomes {
-            let result = match outcome {
-                DeliveryOutcome::Sent { .. } => continue,
-                DeliveryOutcome::Retry {
-                    id,
-                    error,
-                    next_attempt_at,
-                } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'pending', last_error = ?, next_attempt_at = ?, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                    )
-                    .bind(error)
-                    .bind(millis(*next_attempt_at))
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?
-                }
-                DeliveryOutcome::Failed { id, error, .. } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'failed', last_error = ?, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                    )
-                    .bind(error)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?
-                }
-                DeliveryOutcome::Skipped { id, reason } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'skipped', last_error = ?, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                    )
-                    .bind(reason)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?
-                }
-            };
-            let held = result.rows_affected();
-            applied += held;
-            if let DeliveryOutcome::Failed {
-                subscriber_id,
-                hard_bounce: true,
-                at,
-                error,
-                ..
-            } = outcome
-            {
-                if held == 1 {
-                    count_hard_bounce(&mut tx, *subscriber_id, error, *at).await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        let recorded = self
-            .recorded_since_checkpoint
-            .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
-        if recorded >= CHECKPOINT_EVERY {
-            self.recorded_since_checkpoint.store(0, Ordering::Relaxed);
-            // Still holding the write lock: no writer can get in the way.
-            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&*writer)
-                .await
-            {
-                tracing::warn!(%error, "WAL checkpoint failed; SQLite will retry on its own");
-            }
-        }
-        Ok(applied)
+        let mut writer = self.lock().await;
+        outcomes::record(&mut writer, owner, outcomes).await
     }
 
     async fn release_claims(&self, owner: &str, delivery_ids: &[i64]) -> StoreResult<u64> {
         if delivery_ids.is_empty() {
             return Ok(0);
         }
-        let writer = self.lock().await;
+        let mut writer = self.lock().await;
         let result = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
              lease_owner = NULL, lease_until = NULL \
@@ -960,7 +933,7 @@ impl Store for SqliteStore {
         )
         .bind(owner)
         .bind(to_json(&delivery_ids))
-        .execute(&*writer)
+        .execute(&mut *writer)
         .await?;
         Ok(result.rows_affected())
     }
@@ -1001,36 +974,4 @@ impl Store for SqliteStore {
             .await?,
         )
     }
-}
-
-/// Counts a 5xx against the subscriber; the third one marks them bounced.
-async fn count_hard_bounce(
-    tx: &mut Tx,
-    subscriber_id: i64,
-    error: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let (email, bounces, status): (String, i64, String) = sqlx::query_as(
-        "UPDATE subscribers SET bounce_count = bounce_count + 1, \
-         status = CASE WHEN bounce_count + 1 >= ?1 AND status IN ('confirmed', 'pending') THEN 'bounced' ELSE status END \
-         WHERE id = ?2 RETURNING email, bounce_count, status",
-    )
-    .bind(HARD_BOUNCE_LIMIT)
-    .bind(subscriber_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    if bounces == HARD_BOUNCE_LIMIT && status == "bounced" {
-        let detail = format!("after {bounces} hard bounces; last: {error}");
-        record_consent(
-            tx,
-            subscriber_id,
-            &email,
-            "bounced",
-            &ConsentContext::default(),
-            Some(&detail),
-            now,
-        )
-        .await?;
-    }
-    Ok(())
 }

@@ -1,0 +1,170 @@
+//! Delivery outcomes, written in groups by the delivery worker. Every
+//! statement is a round trip to SQLite's thread made while holding the
+//! write lock, and signups wait for that lock: sends, nearly every
+//! outcome, go in one statement, and a group of nothing but sends is that
+//! statement alone, its own transaction, without `BEGIN` and `COMMIT`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use super::{begin, millis, record_consent, to_json};
+use crate::store::{ConsentContext, DeliveryOutcome, StoreResult, HARD_BOUNCE_LIMIT};
+
+#[derive(Serialize)]
+struct SentRow<'a> {
+    id: i64,
+    reply: &'a str,
+    at: i64,
+}
+
+/// Applies `outcomes` to the deliveries `owner` still holds; returns how
+/// many it held.
+pub(super) async fn record(
+    writer: &mut SqliteConnection,
+    owner: &str,
+    outcomes: &[DeliveryOutcome],
+) -> StoreResult<u64> {
+    let sent: Vec<SentRow> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            DeliveryOutcome::Sent { id, reply, at } => Some(SentRow {
+                id: *id,
+                reply,
+                at: millis(*at),
+            }),
+            _ => None,
+        })
+        .collect();
+    if sent.len() == outcomes.len() {
+        return mark_sent(writer, owner, &sent).await;
+    }
+    let mut tx = begin(writer).await?;
+    let mut applied = mark_sent(&mut tx, owner, &sent).await?;
+    for outcome in outcomes {
+        applied += record_one(&mut tx, owner, outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+async fn mark_sent(
+    connection: &mut SqliteConnection,
+    owner: &str,
+    sent: &[SentRow<'_>],
+) -> StoreResult<u64> {
+    if sent.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "UPDATE deliveries SET status = 'sent', smtp_reply = sent.value ->> 'reply', \
+         sent_at = sent.value ->> 'at', last_error = NULL, lease_owner = NULL, \
+         lease_until = NULL \
+         FROM json_each(?1) AS sent \
+         WHERE deliveries.id = sent.value ->> 'id' AND deliveries.lease_owner = ?2 \
+             AND deliveries.status = 'sending'",
+    )
+    .bind(to_json(&sent))
+    .bind(owner)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected())
+}
+
+/// Any outcome but a send (those went in [`mark_sent`]), in the caller's
+/// transaction.
+async fn record_one(
+    connection: &mut SqliteConnection,
+    owner: &str,
+    outcome: &DeliveryOutcome,
+) -> StoreResult<u64> {
+    let result =
+        match outcome {
+            DeliveryOutcome::Sent { .. } => return Ok(0),
+            DeliveryOutcome::Retry {
+                id,
+                error,
+                next_attempt_at,
+            } => sqlx::query(
+                "UPDATE deliveries SET status = 'pending', last_error = ?, next_attempt_at = ?, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+            )
+            .bind(error)
+            .bind(millis(*next_attempt_at))
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *connection)
+            .await?,
+            DeliveryOutcome::Failed { id, error, .. } => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'failed', last_error = ?, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+                )
+                .bind(error)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *connection)
+                .await?
+            }
+            DeliveryOutcome::Skipped { id, reason } => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'skipped', last_error = ?, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+                )
+                .bind(reason)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *connection)
+                .await?
+            }
+        };
+    let held = result.rows_affected();
+    if let DeliveryOutcome::Failed {
+        subscriber_id,
+        hard_bounce: true,
+        at,
+        error,
+        ..
+    } = outcome
+    {
+        if held == 1 {
+            count_hard_bounce(connection, *subscriber_id, error, *at).await?;
+        }
+    }
+    Ok(held)
+}
+
+/// Counts a 5xx against the subscriber; the third one marks them bounced.
+async fn count_hard_bounce(
+    connection: &mut SqliteConnection,
+    subscriber_id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let (email, bounces, status): (String, i64, String) = sqlx::query_as(
+        "UPDATE subscribers SET bounce_count = bounce_count + 1, \
+         status = CASE WHEN bounce_count + 1 >= ?1 AND status IN ('confirmed', 'pending') THEN 'bounced' ELSE status END \
+         WHERE id = ?2 RETURNING email, bounce_count, status",
+    )
+    .bind(HARD_BOUNCE_LIMIT)
+    .bind(subscriber_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    if bounces == HARD_BOUNCE_LIMIT && status == "bounced" {
+        let detail = format!("after {bounces} hard bounces; last: {error}");
+        record_consent(
+            connection,
+            subscriber_id,
+            &email,
+            "bounced",
+            &ConsentContext::default(),
+            Some(&detail),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
