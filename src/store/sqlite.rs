@@ -39,6 +39,8 @@ pub struct SqliteStore {
     /// back to it, one more round trip to SQLite's thread that the next
     /// writer waited for.
     writer: Arc<Mutex<Writer>>,
+    /// Copies the WAL into the database beside the writer (see
+    /// `checkpoints`); stopped with the store.
     checkpointer: tokio::task::JoinHandle<()>,
 }
 
