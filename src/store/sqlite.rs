@@ -90,8 +90,9 @@ impl WriteLock<'_> {
     pub(super) async fn finish_by_hand<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
         if result.is_err() {
             self.roll_back_by_hand().await;
+        } else {
+            self.0.open_by_hand = false;
         }
-        self.0.open_by_hand = false;
         result
     }
 

@@ -78,50 +78,31 @@ async fn record_one(
     owner: &str,
     outcome: &DeliveryOutcome,
 ) -> StoreResult<u64> {
-    let result =
-        match outcome {
-            DeliveryOutcome::Sent { .. } => return Ok(0),
-            DeliveryOutcome::Retry {
-                id,
-                error,
-                next_attempt_at,
-            } => sqlx::query(
-                "UPDATE deliveries SET status = 'pending', last_error = ?, next_attempt_at = ?, \
-                 lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-            )
-            .bind(error)
-            .bind(millis(*next_attempt_at))
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *connection)
-            .await?,
-            DeliveryOutcome::Failed { id, error, .. } => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'failed', last_error = ?, \
-                 lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                )
-                .bind(error)
-                .bind(id)
-                .bind(owner)
-                .execute(&mut *connection)
-                .await?
-            }
-            DeliveryOutcome::Skipped { id, reason } => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'skipped', last_error = ?, \
-                 lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                )
-                .bind(reason)
-                .bind(id)
-                .bind(owner)
-                .execute(&mut *connection)
-                .await?
-            }
-        };
-    let held = result.rows_affected();
+    let held = match outcome {
+        DeliveryOutcome::Sent { .. } => return Ok(0),
+        DeliveryOutcome::Retry {
+            id,
+            error,
+            next_attempt_at,
+        } => sqlx::query(
+            "UPDATE deliveries SET status = 'pending', last_error = ?, next_attempt_at = ?, \
+             lease_owner = NULL, lease_until = NULL \
+             WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+        )
+        .bind(error)
+        .bind(millis(*next_attempt_at))
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected(),
+        DeliveryOutcome::Failed { id, error, .. } => {
+            close(connection, owner, *id, "failed", error).await?
+        }
+        DeliveryOutcome::Skipped { id, reason } => {
+            close(connection, owner, *id, "skipped", reason).await?
+        }
+    };
     if let DeliveryOutcome::Failed {
         subscriber_id,
         hard_bounce: true,
@@ -135,6 +116,27 @@ async fn record_one(
         }
     }
     Ok(held)
+}
+
+/// A delivery that ends without being sent: `failed` or `skipped`, and why.
+async fn close(
+    connection: &mut SqliteConnection,
+    owner: &str,
+    id: i64,
+    status: &str,
+    why: &str,
+) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET status = ?, last_error = ?, lease_owner = NULL, lease_until = NULL \
+         WHERE id = ? AND lease_owner = ? AND status = 'sending'",
+    )
+    .bind(status)
+    .bind(why)
+    .bind(id)
+    .bind(owner)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected())
 }
 
 /// Counts a 5xx against the subscriber; the third one marks them bounced.
