@@ -13,7 +13,11 @@
 #   3. memory: idle RSS, and peak RSS (VmHWM) of the daemon during the
 #      BENCH_N send and the BENCH_BIG_N send;
 #   4. signups: wrk POSTing unique addresses to /subscribe, against wrk GETting
-#      / on the same server.
+#      / on the same server, with what each request costs the daemon,
+#      smtp-sink and PostgreSQL in CPU;
+#   5. ("bare") the same with the confirmation emails held back (the sender
+#      limited to one a second): what the HTTP request and durable write
+#      alone allow, a ceiling for the signup ratio on this machine.
 # Prints a Markdown table and writes it to benches/results.md.
 #
 # Needs: a Rust toolchain, curl, jq, wrk, Postfix's smtp-sink and smtp-source,
@@ -33,7 +37,7 @@
 #   BENCH_WRK_THREADS=2  BENCH_WRK_CONNECTIONS=32
 #   BENCH_SMTP_CONCURRENCY=8  tidings' smtp.concurrency and smtp-source -s
 #   BENCH_BACKENDS="sqlite postgres"
-#   BENCH_PARTS="delivery big signup"   which measurements to run
+#   BENCH_PARTS="delivery big signup bare"   which measurements to run
 #   BENCH_PG_HOST=127.0.0.1  BENCH_PG_PORT=5432  BENCH_PG_USER=postgres
 #   BENCH_POLL_SECONDS=0.2    the shortest pause between /api/admin/stats polls
 #                             during a send (longer while the end is far off)
@@ -63,7 +67,7 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-32}
 CONCURRENCY=${BENCH_SMTP_CONCURRENCY:-8}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
-PARTS=${BENCH_PARTS:-delivery big signup}
+PARTS=${BENCH_PARTS:-delivery big signup bare}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
 PG_USER=${BENCH_PG_USER:-postgres}
@@ -97,8 +101,8 @@ for backend in $BACKENDS; do
         die "BENCH_BACKENDS: unknown backend '$backend' (sqlite, postgres)"
 done
 for part in $PARTS; do
-    [[ $part == delivery || $part == big || $part == signup ]] ||
-        die "BENCH_PARTS: unknown part '$part' (delivery, big, signup)"
+    [[ $part == delivery || $part == big || $part == signup || $part == bare ]] ||
+        die "BENCH_PARTS: unknown part '$part' (delivery, big, signup, bare)"
 done
 wants() { [[ " $PARTS " == *" $1 "* ]]; }
 
@@ -107,13 +111,14 @@ while read -r name; do unset "$name"; done < <(compgen -e | grep '^TIDINGS_' || 
 
 need=(curl jq awk)
 wants delivery || wants big && need+=(smtp-sink smtp-source)
-wants signup && need+=(wrk smtp-sink)
-[[ " $BACKENDS " == *" postgres "* ]] && need+=(psql)
+wants signup || wants bare && need+=(wrk smtp-sink)
+[[ " $BACKENDS " == *" postgres "* ]] && need+=(psql pgrep)
 # The Debian package that brings each command.
 package_of() {
     case $1 in
     smtp-sink | smtp-source) echo postfix ;;
     psql) echo postgresql-client ;;
+    pgrep) echo procps ;;
     awk) echo gawk ;;
     *) echo "$1" ;;
     esac
@@ -234,6 +239,16 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 # CPU ticks (utime + stime) of a process; the fields after "(comm) ".
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 CLK_TCK=$(getconf CLK_TCK)
+# CPU ticks of every PostgreSQL server process (0 for SQLite, which runs
+# inside the daemon). Nothing else uses the server during a run.
+db_server_ticks() {
+    [[ $1 == postgres ]] || { echo 0; return; }
+    local pid total=0
+    for pid in $(pgrep -x postgres); do
+        total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
 status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 
 record() { echo "$3" >>"$VALS/$1.$2"; }   # record BACKEND METRIC VALUE
@@ -338,11 +353,12 @@ sink_alive() {
     return 1
 }
 
+DAEMON_EXTRA_ENV=()
 start_daemon() {
     HTTP_PORT=$(free_port)
     tidings_env
     DAEMON_LOG="$TMP/serve-$1.log"
-    start_bg "serve-$1" env "${TENV[@]}" "$BIN" serve
+    start_bg "serve-$1" env "${TENV[@]}" "${DAEMON_EXTRA_ENV[@]}" "$BIN" serve
     DAEMON_PID=$LAST_PID
     wait_port "$HTTP_PORT" "$DAEMON_PID" "tidings serve" "$DAEMON_LOG"
     local ok=0
@@ -549,38 +565,67 @@ wrk_run() {
 }
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
-# 4: one run.
+# 4: one run. MODE "bare": the same, with the daemon's sender held to one
+# email a second, so the POST run measures the signup's HTTP request and
+# durable write alone, as a ceiling for what any email sending leaves.
 run_signup() {
-    local backend=$1 run=$2
-    log "$backend signup run $run/$RUNS: wrk ${SIGNUP_SECONDS}s, $WRK_THREADS threads, $WRK_CONNECTIONS connections"
+    local backend=$1 run=$2 mode=${3:-full} prefix="" extra=()
+    if [[ $mode == bare ]]; then
+        prefix=bare_
+        extra=("TIDINGS_SMTP__RATE_PER_SECOND=1")
+    fi
+    log "$backend signup run $run/$RUNS${prefix:+ (emails held back)}: wrk ${SIGNUP_SECONDS}s, $WRK_THREADS threads, $WRK_CONNECTIONS connections"
     new_db "$backend"
     start_sink
-    start_daemon "$backend-signup-$run"
+    DAEMON_EXTRA_ENV=("${extra[@]}")
+    start_daemon "$backend-signup-$mode-$run"
+    DAEMON_EXTRA_ENV=()
     sleep 1
     # GET first: the confirmation emails queued by the POST run would load it.
-    wrk_run "$backend-get-$run" "$BENCH_DIR/page.lua" "http://127.0.0.1:$HTTP_PORT/"
+    # CPU is read around each wrk run, to show what one request costs each
+    # process: the daemon, smtp-sink and (for PostgreSQL) the database.
+    local d0 d1 d2 s1 s2 db1 db2
+    d0=$(cpu_ticks "$DAEMON_PID")
+    wrk_run "$backend-get-$mode-$run" "$BENCH_DIR/page.lua" "http://127.0.0.1:$HTTP_PORT/"
     local get=$BENCH_LINE
-    wrk_run "$backend-post-$run" "$BENCH_DIR/signup.lua" "http://127.0.0.1:$HTTP_PORT/subscribe"
+    d1=$(cpu_ticks "$DAEMON_PID") s1=$(cpu_ticks "$SINK_PID") db1=$(db_server_ticks "$backend")
+    wrk_run "$backend-post-$mode-$run" "$BENCH_DIR/signup.lua" "http://127.0.0.1:$HTTP_PORT/subscribe"
     local post=$BENCH_LINE
+    d2=$(cpu_ticks "$DAEMON_PID") s2=$(cpu_ticks "$SINK_PID") db2=$(db_server_ticks "$backend")
+    # Confirmation emails not yet sent when wrk stopped: a rate bought by
+    # letting the sender fall behind would show here.
+    local stats behind pending
+    stats=$(admin GET /api/admin/stats | head -n 1)
+    behind=$(jq -r '.deliveries.pending + .deliveries.sending' <<<"$stats")
+    pending=$(jq -r .subscribers.pending <<<"$stats")
     local errors
     errors=$(awk '{ s = 0; for (i = 1; i <= NF; i++) if ($i ~ /^errors_/) { split($i, kv, "="); s += kv[2] } print s }' <<<"$post $get")
     ((errors == 0)) || log "  warning: wrk saw $errors errors: POST: $post; GET: $get"
-    local pending
-    pending=$(admin GET /api/admin/stats | head -n 1 | jq -r .subscribers.pending)
     stop_pid "$DAEMON_PID"
     stop_pid "$SINK_PID"
     drop_db "$backend"
 
-    local post_rps get_rps
+    local post_rps get_rps gets posts
     post_rps=$(field "$post" rps)
     get_rps=$(field "$get" rps)
-    record "$backend" post_rps "$post_rps"
-    record "$backend" post_p99 "$(field "$post" p99_ms)"
-    record "$backend" get_rps "$get_rps"
-    record "$backend" get_p99 "$(field "$get" p99_ms)"
-    record "$backend" signup_ratio "$(calc %.3f "$post_rps / $get_rps")"
-    record "$backend" wrk_errors "$errors"
-    log "  POST /subscribe $post_rps req/s (p99 $(field "$post" p99_ms) ms, $pending pending subscribers); GET / $get_rps req/s (p99 $(field "$get" p99_ms) ms)"
+    gets=$(field "$get" requests) posts=$(field "$post" requests)
+    per_request() { calc %.0f "($2 - $1) * 1e6 / $CLK_TCK / $3"; }
+    record "$backend" "${prefix}post_rps" "$post_rps"
+    record "$backend" "${prefix}get_rps" "$get_rps"
+    record "$backend" "${prefix}signup_ratio" "$(calc %.3f "$post_rps / $get_rps")"
+    record "$backend" "${prefix}post_daemon_us" "$(per_request "$d1" "$d2" "$posts")"
+    if [[ $mode == full ]]; then
+        record "$backend" post_p99 "$(field "$post" p99_ms)"
+        record "$backend" get_p99 "$(field "$get" p99_ms)"
+        record "$backend" wrk_errors "$errors"
+        record "$backend" get_daemon_us "$(per_request "$d0" "$d1" "$gets")"
+        record "$backend" post_sink_us "$(per_request "$s1" "$s2" "$posts")"
+        [[ $backend == postgres ]] && record "$backend" post_db_us "$(per_request "$db1" "$db2" "$posts")"
+        record "$backend" emails_behind "$behind"
+    else
+        record "$backend" bare_wrk_errors "$errors"
+    fi
+    log "  POST /subscribe $post_rps req/s (p99 $(field "$post" p99_ms) ms, $pending pending subscribers, $behind emails not yet sent); GET / $get_rps req/s (p99 $(field "$get" p99_ms) ms)"
 }
 
 # ------------------------------------------------------------------ report --
@@ -676,6 +721,15 @@ $(row "Signup: POST /subscribe p99 latency (ms)" post_p99 %.1f "<" 50 "< 50 ms")
 $(row "GET / (requests/s)" get_rps %.0f)
 $(row "GET / p99 latency (ms)" get_p99 %.1f)
 $(row "Signup ratio POST ÷ GET" signup_ratio %.3f ">=" 0.25 "≥ 0.25")
+$(row "Confirmation emails not yet sent when wrk stopped" emails_behind %.0f)
+$(row "Daemon CPU per GET / (µs)" get_daemon_us %.0f)
+$(row "Daemon CPU per signup, its email included (µs)" post_daemon_us %.0f)
+$(row "smtp-sink CPU per signup (µs)" post_sink_us %.0f)
+$(row "PostgreSQL server CPU per signup (µs)" post_db_us %.0f)
+$(row "Emails held back: POST /subscribe (requests/s)" bare_post_rps %.0f)
+$(row "Emails held back: GET / (requests/s)" bare_get_rps %.0f)
+$(row "Emails held back: ratio POST ÷ GET" bare_signup_ratio %.3f)
+$(row "Emails held back: daemon CPU per signup (µs)" bare_post_daemon_us %.0f)
 $(signup_row)
 
 Notes:
@@ -694,13 +748,18 @@ Notes:
 - The peak RSS of the $BIG_N send is from one run, not a median.
 - Signups: confirmation emails go to smtp-sink (not to the outbox folder, so
   no disk writes per signup); the daemon delivers them while wrk runs.
+  CPU per request is the process's utime + stime over the wrk run ÷ the
+  requests wrk completed; for PostgreSQL it sums every server process.
+- "Emails held back": a separate daemon with smtp.rate_per_second = 1, so
+  the signups are written (subscriber, consent, confirmation, queued email)
+  but their emails wait. GET / is measured again on that daemon.
 - MiB = VmRSS/VmHWM kB ÷ 1024; the targets are read as MiB.
 
 <details><summary>Every run</summary>
 
 | metric | $(for b in $BACKENDS; do printf '%s | ' "$b"; done)
 |---|$(for b in $BACKENDS; do printf -- '---|'; done)
-$(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cpu_us_per_msg fanout_n fanout_big idle_mib peak_n_mib peak_big_mib big_sent big_rate big_cpu_us_per_msg post_rps post_p99 get_rps get_p99 signup_ratio wrk_errors; do
+$(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cpu_us_per_msg fanout_n fanout_big idle_mib peak_n_mib peak_big_mib big_sent big_rate big_cpu_us_per_msg post_rps post_p99 get_rps get_p99 signup_ratio emails_behind get_daemon_us post_daemon_us post_sink_us post_db_us bare_post_rps bare_get_rps bare_signup_ratio bare_post_daemon_us bare_wrk_errors wrk_errors; do
         printf '| %s |' "$metric"
         for b in $BACKENDS; do printf ' %s |' "$(values "$b" "$metric")"; done
         echo
@@ -757,6 +816,9 @@ for backend in $BACKENDS; do
     fi
     if wants signup; then
         for run in $(seq "$RUNS"); do run_signup "$backend" "$run"; done
+    fi
+    if wants bare; then
+        for run in $(seq "$RUNS"); do run_signup "$backend" "$run" bare; done
     fi
 done
 

@@ -168,6 +168,8 @@ impl Application {
             metrics: services.metrics.clone(),
             signup_limiter: http::signup_limiter(services.settings.http.subscribe_per_ip_per_hour),
             signups: Signups::start(services.store.clone()),
+            pages: http::StaticPages::render(&services.templates)
+                .context("templates are broken (see templates.dir)")?,
         });
         Ok(Self {
             listener,

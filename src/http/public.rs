@@ -40,13 +40,11 @@ fn error_page(
     )
 }
 
-pub async fn signup_page(State(state): State<SharedState>) -> Result<Response, PageError> {
-    page(
-        &state,
-        StatusCode::OK,
-        Page::Signup,
-        json!({ "title": "Subscribe" }),
-    )
+pub const SIGNUP_TITLE: &str = "Subscribe";
+pub const SUBSCRIBED_TITLE: &str = "Check your inbox";
+
+pub async fn signup_page(State(state): State<SharedState>) -> Response {
+    Html(state.pages.signup.clone()).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,12 +78,11 @@ impl SubscribeReply<'_> {
         if self.json {
             return Ok((StatusCode::ACCEPTED, Json(json!({ "status": "pending" }))).into_response());
         }
-        page(
-            self.state,
+        Ok((
             StatusCode::ACCEPTED,
-            Page::Subscribed,
-            json!({ "title": "Check your inbox" }),
+            Html(self.state.pages.subscribed.clone()),
         )
+            .into_response())
     }
 
     fn rejected(&self, status: StatusCode, message: &str) -> Result<Response, PageError> {
@@ -97,7 +94,7 @@ impl SubscribeReply<'_> {
             status,
             Page::Signup,
             json!({
-                "title": "Subscribe",
+                "title": SIGNUP_TITLE,
                 "error": message,
                 "email": self.form.email,
                 "name": self.form.name,
