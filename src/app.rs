@@ -156,6 +156,8 @@ impl Application {
         let listener = TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind} (http.bind)"))?;
+        let pages = http::StaticPages::render(&services.templates)
+            .context("templates are broken (see templates.dir)")?;
         let state = Arc::new(AppState {
             store: services.store.clone(),
             settings: services.settings.clone(),
@@ -168,8 +170,7 @@ impl Application {
             metrics: services.metrics.clone(),
             signup_limiter: http::signup_limiter(services.settings.http.subscribe_per_ip_per_hour),
             signups: Signups::start(services.store.clone()),
-            pages: http::StaticPages::render(&services.templates)
-                .context("templates are broken (see templates.dir)")?,
+            pages,
         });
         Ok(Self {
             listener,
