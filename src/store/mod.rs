@@ -347,6 +347,14 @@ pub struct ConsentEvent {
 /// After this many hard bounces a subscriber is `bounced`.
 pub const HARD_BOUNCE_LIMIT: i64 = 3;
 
+/// The consent log's detail when a hard bounce has just made a subscriber
+/// `bounced` (given their count and status after it), or `None` when this
+/// bounce changed nothing worth logging. Both backends log by this rule.
+pub(crate) fn bounce_detail(bounces: i64, status: &str, error: &str) -> Option<String> {
+    (bounces == HARD_BOUNCE_LIMIT && status == "bounced")
+        .then(|| format!("after {bounces} hard bounces; last: {error}"))
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;

@@ -1063,8 +1063,7 @@ async fn count_hard_bounce(
     .bind(subscriber_id)
     .fetch_one(&mut **tx)
     .await?;
-    if bounces == HARD_BOUNCE_LIMIT && status == "bounced" {
-        let detail = format!("after {bounces} hard bounces; last: {error}");
+    if let Some(detail) = bounce_detail(bounces, &status, error) {
         record_consent(
             tx,
             subscriber_id,

@@ -285,6 +285,24 @@ async fn a_5xx_fails_and_three_bounces_mark_the_subscriber(backend: Backend) {
     let counts = app.state.store.delivery_counts().await.unwrap();
     assert_eq!(counts.failed, 3);
     assert_eq!(counts.sent, 3);
+    // The consent log says once why they stopped getting email.
+    let bounced = app
+        .subscribers()
+        .await
+        .into_iter()
+        .find(|subscriber| subscriber.email == "reader1@example.com")
+        .unwrap();
+    let events = app.state.store.consent_events(bounced.id).await.unwrap();
+    let bounces: Vec<_> = events
+        .iter()
+        .filter(|event| event.kind == "bounced")
+        .collect();
+    assert_eq!(bounces.len(), 1, "{events:?}");
+    let detail = bounces[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("after 3 hard bounces; last: "),
+        "{detail}"
+    );
     // A bounced subscriber is not sent the next issue.
     app.enqueue("Week 4", "Body").await;
     let created: Value = app.send_now().await.json().await.unwrap();

@@ -9,7 +9,9 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{begin, millis, record_consent, to_json};
-use crate::store::{ConsentContext, DeliveryOutcome, StoreResult, HARD_BOUNCE_LIMIT};
+use crate::store::{
+    bounce_detail, ConsentContext, DeliveryOutcome, StoreResult, HARD_BOUNCE_LIMIT,
+};
 
 #[derive(Serialize)]
 struct SentRow<'a> {
@@ -155,8 +157,7 @@ async fn count_hard_bounce(
     .bind(subscriber_id)
     .fetch_one(&mut *connection)
     .await?;
-    if bounces == HARD_BOUNCE_LIMIT && status == "bounced" {
-        let detail = format!("after {bounces} hard bounces; last: {error}");
+    if let Some(detail) = bounce_detail(bounces, &status, error) {
         record_consent(
             connection,
             subscriber_id,
