@@ -14,10 +14,10 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::delivery::compose::Composer;
 use crate::delivery::{new_owner, DeliveryWorker, WorkerSettings};
+use crate::domain::post;
 use crate::http::{self, AppState, SharedState};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::posts;
 use crate::render::Templates;
 use crate::schedule::Scheduler;
 use crate::signups::Signups;
@@ -146,7 +146,7 @@ impl Application {
         if options.seed_first_series {
             let seeded = services
                 .store
-                .seed_posts_if_empty(&posts::first_series(), services.clock.now())
+                .seed_posts_if_empty(&post::first_series(), services.clock.now())
                 .await
                 .context("cannot seed the first series")?;
             if seeded > 0 {

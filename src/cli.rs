@@ -11,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{AppOptions, Application, Services};
 use crate::config::{self, Settings};
 use crate::delivery::compose::CONFIRMATION_TTL_HOURS;
-use crate::posts::parse_markdown_post;
-use crate::store::{AddOutcome, CreateIssueOutcome, NewIssue, OperatorSubscriber, SubscriberQuery};
-use crate::subscribers::{EmailAddress, SubscriberName, SubscriberStatus};
+use crate::domain::issue::{CreateIssueOutcome, NewIssue};
+use crate::domain::post::parse_markdown_post;
+use crate::domain::subscriber::{
+    AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberQuery,
+    SubscriberStatus,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -294,7 +297,13 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
             } else {
                 SubscriberStatus::Pending
             };
-            let record = operator_record(&email, name.as_deref(), status, "cli", &services)?;
+            let record = operator_record(
+                &email,
+                name.as_deref(),
+                status,
+                OperatorSource::Cli,
+                &services,
+            )?;
             match store.add_subscriber(record).await? {
                 AddOutcome::Added {
                     id,
@@ -386,14 +395,14 @@ fn operator_record(
     email: &str,
     name: Option<&str>,
     status: SubscriberStatus,
-    source: &str,
+    source: OperatorSource,
     services: &Services,
 ) -> anyhow::Result<OperatorSubscriber> {
     Ok(OperatorSubscriber {
         email: EmailAddress::parse(email).with_context(|| format!("`{email}`"))?,
         name: SubscriberName::parse_optional(name).with_context(|| format!("name of `{email}`"))?,
         status,
-        source: source.to_owned(),
+        source,
         now: services.clock.now(),
         confirmation_ttl: chrono::Duration::hours(CONFIRMATION_TTL_HOURS),
     })
@@ -423,9 +432,9 @@ async fn import(services: &Services, file: &std::path::Path) -> anyhow::Result<(
             None => Ok(SubscriberStatus::Pending),
             Some(text) => text.parse::<SubscriberStatus>(),
         };
-        let record = status
-            .map_err(anyhow::Error::msg)
-            .and_then(|status| operator_record(email, name, status, "import", services));
+        let record = status.map_err(anyhow::Error::msg).and_then(|status| {
+            operator_record(email, name, status, OperatorSource::Import, services)
+        });
         match record {
             Ok(record) => match services.store.add_subscriber(record).await? {
                 AddOutcome::Added { .. } => added += 1,

@@ -3,6 +3,7 @@
 //! into typed settings once, so a bad value stops the daemon at start with
 //! an error that names the key.
 
+pub use crate::domain::issue::ScheduleMode;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -124,21 +125,6 @@ pub struct SmtpSettings {
     pub lease: Duration,
     pub batch_size: u32,
     pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleMode {
-    Broadcast,
-    Sequence,
-}
-
-impl ScheduleMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScheduleMode::Broadcast => "broadcast",
-            ScheduleMode::Sequence => "sequence",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::store::{DeliveryCounts, SubscriberCounts};
+use crate::domain::delivery::DeliveryCounts;
+use crate::domain::subscriber::SubscriberCounts;
 
 const RATE_WINDOW_SECONDS: usize = 60;
 

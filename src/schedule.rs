@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::ScheduleSettings;
-use crate::store::{CreateIssueOutcome, NewIssue, SharedStore, StoreError};
+use crate::domain::issue::{CreateIssueOutcome, NewIssue};
+use crate::store::{SharedStore, StoreError};
 
 /// Longest nap between looks at the clock, so clock changes are noticed.
 const MAX_NAP: Duration = Duration::from_secs(1);

@@ -9,7 +9,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{SharedStore, SignupOutcome, SignupRequest, StoreError, StoreResult};
+use crate::domain::signup::{SignupOutcome, SignupRequest};
+use crate::store::{SharedStore, StoreError, StoreResult};
 
 /// Enough to take a burst in a few transactions, small enough that one
 /// group's statements stay short.

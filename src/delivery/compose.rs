@@ -13,12 +13,13 @@ use lettre::{Address, Message};
 use serde_json::json;
 
 use super::prepared::PreparedEmail;
-use crate::config::{NewsletterSettings, ScheduleMode};
+use crate::config::NewsletterSettings;
+use crate::domain::delivery::{ClaimedDelivery, DeliveryPayload};
+use crate::domain::issue::{IssueMeta, ScheduleMode};
+use crate::domain::post::PostForRender;
+use crate::domain::subscriber::SubscriberStatus;
 use crate::render::{markdown, EmailKind, RenderedEmail, Templates};
-use crate::store::{
-    ClaimedDelivery, DeliveryPayload, IssueMeta, PostForRender, SharedStore, StoreError,
-};
-use crate::subscribers::SubscriberStatus;
+use crate::store::{SharedStore, StoreError};
 use crate::tokens::{TokenKey, TokenPurpose};
 
 pub const CONFIRMATION_TTL_HOURS: i64 = 72;

@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::SmtpSettings;
+use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::mailer::{Mailer, SendResult};
 use crate::metrics::Metrics;
-use crate::store::{ClaimRequest, ClaimedDelivery, DeliveryOutcome, SharedStore};
+use crate::store::SharedStore;
 
 pub mod compose;
 mod prepared;

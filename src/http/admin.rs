@@ -15,9 +15,9 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, SharedState};
 use crate::delivery::compose::ComposeError;
-use crate::posts::{NewPost, Post, PostSubject};
-use crate::store::{CreateIssueOutcome, NewIssue, PostChanges, PostEdit, SubscriberQuery};
-use crate::subscribers::SubscriberStatus;
+use crate::domain::issue::{CreateIssueOutcome, NewIssue};
+use crate::domain::post::{NewPost, Post, PostChanges, PostEdit, PostSubject};
+use crate::domain::subscriber::{SubscriberQuery, SubscriberStatus};
 
 const MAX_PAGE: u32 = 1000;
 

@@ -19,11 +19,12 @@ use tower_http::trace::TraceLayer;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::delivery::compose::Composer;
+use crate::domain::consent::ConsentContext;
 use crate::metrics::Metrics;
 use crate::render::{Page, RenderError, Templates};
 use crate::schedule::Scheduler;
 use crate::signups::Signups;
-use crate::store::{ConsentContext, SharedStore};
+use crate::store::SharedStore;
 use crate::tokens::TokenKey;
 
 mod admin;

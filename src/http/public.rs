@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::{ClientInfo, PageError, SharedState};
 use crate::delivery::compose::CONFIRMATION_TTL_HOURS;
+use crate::domain::signup::{ConfirmOutcome, SignupOutcome, SignupRequest};
+use crate::domain::subscriber::{EmailAddress, SubscriberName, UnsubscribeOutcome};
 use crate::render::Page;
-use crate::store::{ConfirmOutcome, SignupOutcome, SignupRequest, UnsubscribeOutcome};
-use crate::subscribers::{EmailAddress, SubscriberName};
 use crate::tokens::TokenPurpose;
 
 fn page(

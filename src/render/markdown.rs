@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn shipped_tips_render_cleanly_as_text() {
-        for post in crate::posts::first_series() {
+        for post in crate::domain::post::first_series() {
             let text = to_plain_text(&post.body_markdown);
             assert!(text.contains("Try this week\n-------------"), "{text}");
             assert!(!text.contains("**"), "{text}");

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 use tidings::clock::Clock;
-use tidings::store::{ClaimRequest, DeliveryOutcome};
+use tidings::domain::consent::ConsentKind;
+use tidings::domain::delivery::{ClaimRequest, DeliveryOutcome};
 
 use crate::helpers::{
     free_port, spawn_app, spawn_with, Backend, MailServer, Options, Reply, TestApp,
@@ -295,7 +296,7 @@ async fn a_5xx_fails_and_three_bounces_mark_the_subscriber(backend: Backend) {
     let events = app.state.store.consent_events(bounced.id).await.unwrap();
     let bounces: Vec<_> = events
         .iter()
-        .filter(|event| event.kind == "bounced")
+        .filter(|event| event.kind == ConsentKind::Bounced)
         .collect();
     assert_eq!(bounces.len(), 1, "{events:?}");
     let detail = bounces[0].detail.as_deref().unwrap_or_default();
@@ -348,11 +349,11 @@ async fn create_issue_and_claim(
     app: &TestApp,
     owner: &str,
     count: usize,
-) -> Vec<tidings::store::ClaimedDelivery> {
+) -> Vec<tidings::domain::delivery::ClaimedDelivery> {
     let store = &app.state.store;
     let now = app.clock.now();
     store
-        .create_issue(tidings::store::NewIssue {
+        .create_issue(tidings::domain::issue::NewIssue {
             slot_key: "test-slot".into(),
             slot_at: None,
             mode: tidings::config::ScheduleMode::Broadcast,

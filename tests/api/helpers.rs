@@ -482,10 +482,10 @@ impl TestApp {
     }
 
     /// Every subscriber, in id order.
-    pub async fn subscribers(&self) -> Vec<tidings::subscribers::Subscriber> {
+    pub async fn subscribers(&self) -> Vec<tidings::domain::subscriber::Subscriber> {
         self.state
             .store
-            .list_subscribers(tidings::store::SubscriberQuery {
+            .list_subscribers(tidings::domain::subscriber::SubscriberQuery {
                 limit: 10_000,
                 ..Default::default()
             })

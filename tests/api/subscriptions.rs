@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use tidings::domain::consent::ConsentKind;
 
 use crate::helpers::{free_port, spawn_app, spawn_with, Backend, MailServer, Options};
 use crate::on_both_backends;
@@ -380,7 +381,10 @@ async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(back
         .filter(|s| s.email.as_str() != "member@example.com")
     {
         let events = app.state.store.consent_events(subscriber.id).await.unwrap();
-        let signups = events.iter().filter(|event| event.kind == "signup").count();
+        let signups = events
+            .iter()
+            .filter(|event| event.kind == ConsentKind::Signup)
+            .count();
         assert_eq!(signups, 1, "one signup event per address within the window");
         assert!(
             events.iter().all(|event| event.ip.is_some()),
@@ -390,8 +394,8 @@ async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(back
 }
 
 async fn one_group_answers_each_signup_as_if_it_were_alone(backend: Backend) {
-    use tidings::store::{SignupOutcome, SignupRequest};
-    use tidings::subscribers::EmailAddress;
+    use tidings::domain::signup::{SignupOutcome, SignupRequest};
+    use tidings::domain::subscriber::EmailAddress;
 
     let app = spawn_app(backend).await;
     app.subscribe_and_confirm("member@example.com").await;

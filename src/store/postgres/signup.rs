@@ -7,11 +7,16 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{lock_subscriber_by_email, queue_confirmation, record_consent, PostgresStore, Tx};
-use crate::store::{
-    first_of_each_new_address, SignupOutcome, SignupRequest, StoreError, StoreResult,
+use super::subscribers::{queue_confirmation, record_consent};
+use super::{PostgresStore, Tx};
+use crate::domain::consent::ConsentKind;
+use crate::domain::signup::{
+    self as opt_in, first_of_each_new_address, ExistingSignup, SignupOutcome, SignupRequest,
+    SignupStep,
 };
-use crate::subscribers::SubscriberName;
+use crate::domain::subscriber::SubscriberName;
+use crate::store::rows;
+use crate::store::{StoreError, StoreResult};
 
 pub(super) async fn signup_group(
     store: &PostgresStore,
@@ -65,7 +70,7 @@ async fn sign_up_new_addresses(
         .collect();
     // `first` is each address's first request in the group, the one whose
     // row the insert keeps; `ORDER BY n` gives ids in request order.
-    let inserted: Vec<(i64, String)> = sqlx::query_as(
+    let inserted: Vec<NewAddress> = sqlx::query_as(
         "WITH input AS ( \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], \
                  $4::timestamptz[], $5::text[], $6::text[]) \
@@ -104,50 +109,66 @@ async fn sign_up_new_addresses(
     .await?;
     Ok(inserted
         .into_iter()
-        .map(|(id, email)| (email, id))
+        .map(|row| (row.email, row.id))
         .collect())
 }
 
-/// A signup for an address already on the list, in the group's transaction.
+#[derive(sqlx::FromRow)]
+struct NewAddress {
+    id: i64,
+    email: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExistingRow {
+    id: i64,
+    status: String,
+    last_confirmation_sent_at: Option<DateTime<Utc>>,
+}
+
+/// A signup for an address already on the list, in the group's
+/// transaction, by the domain's rule for it.
 async fn signup_existing(tx: &mut Tx, request: &SignupRequest) -> StoreResult<SignupOutcome> {
     let email = request.email.as_str();
-    let existing = lock_subscriber_by_email(tx, email).await?;
-    let subscriber_id = match existing {
-        None => {
-            return Err(StoreError::Corrupt(format!(
-                "subscriber `{email}` conflicted on insert but cannot be read"
-            )))
-        }
-        Some((_, status, _)) if status == "confirmed" => {
-            return Ok(SignupOutcome::AlreadyConfirmed)
-        }
-        Some((_, _, Some(last_sent))) if last_sent > request.now - request.resend_window => {
-            return Ok(SignupOutcome::RecentlySent)
-        }
-        Some((id, _, _)) => {
-            // Status changes only on confirmation: a stranger must not be
-            // able to undo an unsubscribe or a bounce by signing up.
-            sqlx::query(
-                "UPDATE subscribers SET name = COALESCE($1, name) \
-                 WHERE id = $2 AND status = 'pending'",
-            )
-            .bind(request.name.as_ref().map(SubscriberName::as_str))
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            id
-        }
+    let row: Option<ExistingRow> = sqlx::query_as(
+        "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = $1 FOR UPDATE",
+    )
+    .bind(email)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let row = row.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "subscriber `{email}` conflicted on insert but cannot be read"
+        ))
+    })?;
+    let existing = ExistingSignup {
+        id: row.id,
+        status: rows::subscriber_status(&row.status)?,
+        last_confirmation_sent_at: row.last_confirmation_sent_at,
     };
+    match opt_in::signup_existing(&existing, request) {
+        SignupStep::Answer(outcome) => return Ok(outcome),
+        SignupStep::SendConfirmation { rename: true } => {
+            sqlx::query("UPDATE subscribers SET name = $1 WHERE id = $2")
+                .bind(request.name.as_ref().map(SubscriberName::as_str))
+                .bind(existing.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        SignupStep::SendConfirmation { rename: false } => {}
+    }
     record_consent(
         tx,
-        subscriber_id,
+        existing.id,
         email,
-        "signup",
+        ConsentKind::Signup,
         &request.consent,
         None,
         request.now,
     )
     .await?;
-    queue_confirmation(tx, subscriber_id, request.now, request.confirmation_ttl).await?;
-    Ok(SignupOutcome::ConfirmationQueued { subscriber_id })
+    queue_confirmation(tx, existing.id, request.now, request.confirmation_ttl).await?;
+    Ok(SignupOutcome::ConfirmationQueued {
+        subscriber_id: existing.id,
+    })
 }

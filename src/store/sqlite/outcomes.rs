@@ -8,16 +8,19 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{begin, millis, record_consent, to_json};
-use crate::store::{
-    bounce_detail, ConsentContext, DeliveryOutcome, StoreResult, HARD_BOUNCE_LIMIT,
-};
+use super::subscribers::record_consent;
+use super::{begin, millis, to_json};
+use crate::domain::consent::{ConsentContext, ConsentKind};
+use crate::domain::delivery::{DeliveryOutcome, DeliveryStatus};
+use crate::domain::subscriber;
+use crate::store::rows::{self, Millis};
+use crate::store::StoreResult;
 
 #[derive(Serialize)]
 struct SentRow<'a> {
     id: i64,
     reply: &'a str,
-    at: i64,
+    at: Millis,
 }
 
 /// Applies `outcomes` to the deliveries `owner` still holds; returns how
@@ -99,10 +102,10 @@ async fn record_one(
         .await?
         .rows_affected(),
         DeliveryOutcome::Failed { id, error, .. } => {
-            close(connection, owner, *id, "failed", error).await?
+            close(connection, owner, *id, DeliveryStatus::Failed, error).await?
         }
         DeliveryOutcome::Skipped { id, reason } => {
-            close(connection, owner, *id, "skipped", reason).await?
+            close(connection, owner, *id, DeliveryStatus::Skipped, reason).await?
         }
     };
     if let DeliveryOutcome::Failed {
@@ -125,14 +128,14 @@ async fn close(
     connection: &mut SqliteConnection,
     owner: &str,
     id: i64,
-    status: &str,
+    status: DeliveryStatus,
     why: &str,
 ) -> StoreResult<u64> {
     Ok(sqlx::query(
         "UPDATE deliveries SET status = ?, last_error = ?, lease_owner = NULL, lease_until = NULL \
          WHERE id = ? AND lease_owner = ? AND status = 'sending'",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(why)
     .bind(id)
     .bind(owner)
@@ -141,28 +144,42 @@ async fn close(
     .rows_affected())
 }
 
-/// Counts a 5xx against the subscriber; the third one marks them bounced.
+#[derive(sqlx::FromRow)]
+struct BounceRow {
+    email: String,
+    status: String,
+    bounce_count: i64,
+}
+
+/// Counts a 5xx against the subscriber, by the domain's bounce rule.
 async fn count_hard_bounce(
     connection: &mut SqliteConnection,
     subscriber_id: i64,
     error: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let (email, bounces, status): (String, i64, String) = sqlx::query_as(
-        "UPDATE subscribers SET bounce_count = bounce_count + 1, \
-         status = CASE WHEN bounce_count + 1 >= ?1 AND status IN ('confirmed', 'pending') THEN 'bounced' ELSE status END \
-         WHERE id = ?2 RETURNING email, bounce_count, status",
-    )
-    .bind(HARD_BOUNCE_LIMIT)
-    .bind(subscriber_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    if let Some(detail) = bounce_detail(bounces, &status, error) {
+    let row: BounceRow =
+        sqlx::query_as("SELECT email, status, bounce_count FROM subscribers WHERE id = ?")
+            .bind(subscriber_id)
+            .fetch_one(&mut *connection)
+            .await?;
+    let after = subscriber::after_hard_bounce(
+        rows::subscriber_status(&row.status)?,
+        row.bounce_count,
+        error,
+    );
+    sqlx::query("UPDATE subscribers SET bounce_count = ?, status = ? WHERE id = ?")
+        .bind(after.bounce_count)
+        .bind(after.status.as_str())
+        .bind(subscriber_id)
+        .execute(&mut *connection)
+        .await?;
+    if let Some(detail) = after.consent_detail {
         record_consent(
             connection,
             subscriber_id,
-            &email,
-            "bounced",
+            &row.email,
+            ConsentKind::Bounced,
             &ConsentContext::default(),
             Some(&detail),
             now,

@@ -12,17 +12,22 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{millis, queue_confirmation, record_consent, to_json, SqliteStore};
-use crate::store::{
-    first_of_each_new_address, SignupOutcome, SignupRequest, StoreError, StoreResult,
+use super::subscribers::{queue_confirmation, record_consent};
+use super::{millis, to_json, SqliteStore};
+use crate::domain::consent::ConsentKind;
+use crate::domain::signup::{
+    self as opt_in, first_of_each_new_address, ExistingSignup, SignupOutcome, SignupRequest,
+    SignupStep,
 };
-use crate::subscribers::SubscriberName;
+use crate::domain::subscriber::SubscriberName;
+use crate::store::rows::{self, Millis};
+use crate::store::{StoreError, StoreResult};
 
 #[derive(Serialize)]
 struct NewSubscriber<'a> {
     email: &'a str,
     name: Option<&'a str>,
-    at: i64,
+    at: Millis,
 }
 
 #[derive(Serialize)]
@@ -31,8 +36,8 @@ struct FirstConfirmation<'a> {
     email: &'a str,
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
-    at: i64,
-    expires_at: i64,
+    at: Millis,
+    expires_at: Millis,
     message_id: String,
 }
 
@@ -80,7 +85,7 @@ async fn begin_and_insert_new_subscribers(
         })
         .collect();
     // `WHERE true` tells SQLite's parser the ON CONFLICT is an upsert.
-    let inserted: Vec<(i64, String)> = sqlx::query_as(
+    let inserted: Vec<NewAddress> = sqlx::query_as(
         "BEGIN IMMEDIATE; \
          INSERT INTO subscribers (email, name, status, created_at, last_confirmation_sent_at) \
          SELECT value ->> 'email', value ->> 'name', 'pending', value ->> 'at', value ->> 'at' \
@@ -92,7 +97,7 @@ async fn begin_and_insert_new_subscribers(
     .await?;
     Ok(inserted
         .into_iter()
-        .map(|(id, email)| (email, id))
+        .map(|row| (row.email, row.id))
         .collect())
 }
 
@@ -146,56 +151,65 @@ async fn queue_first_confirmations_and_commit(
     Ok(())
 }
 
-/// A signup for an address already on the list, in the group's transaction.
+#[derive(sqlx::FromRow)]
+struct NewAddress {
+    id: i64,
+    email: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExistingRow {
+    id: i64,
+    status: String,
+    last_confirmation_sent_at: Option<Millis>,
+}
+
+/// A signup for an address already on the list, in the group's
+/// transaction, by the domain's rule for it.
 async fn signup_existing(
     writer: &mut SqliteConnection,
     request: &SignupRequest,
 ) -> StoreResult<SignupOutcome> {
-    let existing: Option<(i64, String, Option<i64>)> = sqlx::query_as(
+    let row: Option<ExistingRow> = sqlx::query_as(
         "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = ?",
     )
     .bind(request.email.as_str())
     .fetch_optional(&mut *writer)
     .await?;
-    let name = request.name.as_ref().map(SubscriberName::as_str);
-    let subscriber_id = match existing {
-        None => {
-            return Err(StoreError::Corrupt(format!(
-                "subscriber `{}` conflicted on insert but cannot be read",
-                request.email.as_str()
-            )))
-        }
-        Some((_, status, _)) if status == "confirmed" => {
-            return Ok(SignupOutcome::AlreadyConfirmed)
-        }
-        Some((_, _, Some(last_sent)))
-            if last_sent > millis(request.now - request.resend_window) =>
-        {
-            return Ok(SignupOutcome::RecentlySent)
-        }
-        Some((id, _, _)) => {
-            // Status changes only on confirmation: a stranger must not be
-            // able to undo an unsubscribe or a bounce by signing up.
-            sqlx::query(
-                "UPDATE subscribers SET name = COALESCE(?, name) WHERE id = ? AND status = 'pending'",
-            )
-            .bind(name)
-            .bind(id)
-            .execute(&mut *writer)
-            .await?;
-            id
-        }
+    let row = row.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "subscriber `{}` conflicted on insert but cannot be read",
+            request.email.as_str()
+        ))
+    })?;
+    let existing = ExistingSignup {
+        id: row.id,
+        status: rows::subscriber_status(&row.status)?,
+        last_confirmation_sent_at: row.last_confirmation_sent_at.map(Into::into),
     };
+    match opt_in::signup_existing(&existing, request) {
+        SignupStep::Answer(outcome) => return Ok(outcome),
+        SignupStep::SendConfirmation { rename: true } => {
+            sqlx::query("UPDATE subscribers SET name = ? WHERE id = ?")
+                .bind(request.name.as_ref().map(SubscriberName::as_str))
+                .bind(existing.id)
+                .execute(&mut *writer)
+                .await?;
+        }
+        SignupStep::SendConfirmation { rename: false } => {}
+    }
     record_consent(
         writer,
-        subscriber_id,
+        existing.id,
         request.email.as_str(),
-        "signup",
+        ConsentKind::Signup,
         &request.consent,
         None,
         request.now,
     )
     .await?;
-    queue_confirmation(writer, subscriber_id, request.now, request.confirmation_ttl).await?;
-    Ok(SignupOutcome::ConfirmationQueued { subscriber_id })
+    queue_confirmation(writer, existing.id, request.now, request.confirmation_ttl).await?;
+    Ok(SignupOutcome::ConfirmationQueued {
+        subscriber_id: existing.id,
+    })
 }

@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::store::{SignupOutcome, SignupRequest, Store};
-use crate::subscribers::EmailAddress;
+use crate::domain::signup::{SignupOutcome, SignupRequest};
+use crate::domain::subscriber::EmailAddress;
+use crate::store::{Store, SubscriberStore};
 
 async fn store_in(dir: &tempfile::TempDir) -> SqliteStore {
     let url = format!("sqlite://{}", dir.path().join("tidings.db").display());

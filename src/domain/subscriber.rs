@@ -1,9 +1,11 @@
-//! Subscriber domain types. Values are parsed once at the edge, so the rest
-//! of the program only ever sees addresses and names that are known good.
+//! Subscribers: addresses and names parsed once at the edge, so the rest
+//! of the program only ever sees values that are known good; statuses; and
+//! the rules for unsubscribing, bounces and records the operator adds.
 
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -205,8 +207,144 @@ pub struct Subscriber {
     pub email: String,
     pub name: Option<String>,
     pub status: SubscriberStatus,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub confirmed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriberCounts {
+    pub pending: i64,
+    pub confirmed: i64,
+    pub unsubscribed: i64,
+    pub bounced: i64,
+}
+
+impl SubscriberCounts {
+    pub fn add(&mut self, status: SubscriberStatus, count: i64) {
+        match status {
+            SubscriberStatus::Pending => self.pending += count,
+            SubscriberStatus::Confirmed => self.confirmed += count,
+            SubscriberStatus::Unsubscribed => self.unsubscribed += count,
+            SubscriberStatus::Bounced => self.bounced += count,
+        }
+    }
+}
+
+/// One page of the subscriber list.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberQuery {
+    pub status: Option<SubscriberStatus>,
+    /// Keyset cursor: only ids greater than this.
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// Where a record the operator added came from, kept in the consent log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorSource {
+    Cli,
+    Import,
+}
+
+impl OperatorSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorSource::Cli => "cli",
+            OperatorSource::Import => "import",
+        }
+    }
+}
+
+/// A subscriber added by the operator (CLI add, CSV import).
+#[derive(Debug, Clone)]
+pub struct OperatorSubscriber {
+    pub email: EmailAddress,
+    pub name: Option<SubscriberName>,
+    pub status: SubscriberStatus,
+    pub source: OperatorSource,
+    pub now: DateTime<Utc>,
+    pub confirmation_ttl: chrono::Duration,
+}
+
+impl OperatorSubscriber {
+    /// A pending record is asked to confirm, as a signup would be.
+    pub fn needs_confirmation(&self) -> bool {
+        self.status == SubscriberStatus::Pending
+    }
+
+    pub fn confirmed_at(&self) -> Option<DateTime<Utc>> {
+        (self.status == SubscriberStatus::Confirmed).then_some(self.now)
+    }
+
+    pub fn unsubscribed_at(&self) -> Option<DateTime<Utc>> {
+        (self.status == SubscriberStatus::Unsubscribed).then_some(self.now)
+    }
+
+    /// The consent log's detail for the addition.
+    pub fn consent_detail(&self) -> String {
+        format!("source={} status={}", self.source.as_str(), self.status)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddOutcome {
+    Added { id: i64, confirmation_queued: bool },
+    AlreadyExists,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsubscribeOutcome {
+    Unsubscribed,
+    AlreadyUnsubscribed,
+    Unknown,
+}
+
+/// Anyone not unsubscribed yet can leave, bounced and pending included; a
+/// second request changes nothing.
+pub fn unsubscribe(status: SubscriberStatus) -> UnsubscribeOutcome {
+    if status == SubscriberStatus::Unsubscribed {
+        UnsubscribeOutcome::AlreadyUnsubscribed
+    } else {
+        UnsubscribeOutcome::Unsubscribed
+    }
+}
+
+/// After this many hard bounces a subscriber is `bounced`.
+pub const HARD_BOUNCE_LIMIT: i64 = 3;
+
+/// A subscriber's record after one more hard bounce (a 5xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterHardBounce {
+    pub bounce_count: i64,
+    pub status: SubscriberStatus,
+    /// The consent log's detail when this bounce made them `bounced`.
+    pub consent_detail: Option<String>,
+}
+
+/// The [`HARD_BOUNCE_LIMIT`]th hard bounce stops mail to a subscriber who
+/// was still receiving it (confirmed or pending); an unsubscribed one stays
+/// unsubscribed. `bounce_count` is the count before this bounce.
+pub fn after_hard_bounce(
+    status: SubscriberStatus,
+    bounce_count: i64,
+    error: &str,
+) -> AfterHardBounce {
+    let bounce_count = bounce_count + 1;
+    let stops_mail = bounce_count >= HARD_BOUNCE_LIMIT
+        && matches!(
+            status,
+            SubscriberStatus::Confirmed | SubscriberStatus::Pending
+        );
+    AfterHardBounce {
+        bounce_count,
+        status: if stops_mail {
+            SubscriberStatus::Bounced
+        } else {
+            status
+        },
+        consent_detail: (stops_mail && bounce_count == HARD_BOUNCE_LIMIT)
+            .then(|| format!("after {bounce_count} hard bounces; last: {error}")),
+    }
 }
 
 #[cfg(test)]
@@ -287,5 +425,68 @@ mod tests {
             assert_eq!(status.as_str().parse::<SubscriberStatus>(), Ok(status));
         }
         assert!("gone".parse::<SubscriberStatus>().is_err());
+    }
+
+    #[test]
+    fn the_third_hard_bounce_stops_mail_and_is_logged_once() {
+        let first = after_hard_bounce(SubscriberStatus::Confirmed, 0, "550 no");
+        assert_eq!(first.bounce_count, 1);
+        assert_eq!(first.status, SubscriberStatus::Confirmed);
+        assert_eq!(first.consent_detail, None);
+        let third = after_hard_bounce(SubscriberStatus::Confirmed, 2, "550 no such user");
+        assert_eq!(third.status, SubscriberStatus::Bounced);
+        assert_eq!(
+            third.consent_detail.as_deref(),
+            Some("after 3 hard bounces; last: 550 no such user")
+        );
+        let fourth = after_hard_bounce(SubscriberStatus::Bounced, 3, "550 no");
+        assert_eq!(fourth.status, SubscriberStatus::Bounced);
+        assert_eq!(fourth.consent_detail, None, "logged once, at the third");
+        let pending = after_hard_bounce(SubscriberStatus::Pending, 2, "550 no");
+        assert_eq!(pending.status, SubscriberStatus::Bounced);
+    }
+
+    #[test]
+    fn an_unsubscribed_subscriber_stays_unsubscribed_whatever_bounces() {
+        let after = after_hard_bounce(SubscriberStatus::Unsubscribed, 5, "550 no");
+        assert_eq!(after.bounce_count, 6);
+        assert_eq!(after.status, SubscriberStatus::Unsubscribed);
+        assert_eq!(after.consent_detail, None);
+    }
+
+    #[test]
+    fn unsubscribing_twice_changes_nothing_the_second_time() {
+        assert_eq!(
+            unsubscribe(SubscriberStatus::Unsubscribed),
+            UnsubscribeOutcome::AlreadyUnsubscribed
+        );
+        for status in [
+            SubscriberStatus::Pending,
+            SubscriberStatus::Confirmed,
+            SubscriberStatus::Bounced,
+        ] {
+            assert_eq!(unsubscribe(status), UnsubscribeOutcome::Unsubscribed);
+        }
+    }
+
+    #[test]
+    fn operator_records_are_stamped_by_their_status() {
+        let record = |status| OperatorSubscriber {
+            email: EmailAddress::parse("ada@example.com").unwrap(),
+            name: None,
+            status,
+            source: OperatorSource::Import,
+            now: DateTime::default(),
+            confirmation_ttl: chrono::Duration::hours(72),
+        };
+        let pending = record(SubscriberStatus::Pending);
+        assert!(pending.needs_confirmation());
+        assert_eq!(pending.confirmed_at(), None);
+        let confirmed = record(SubscriberStatus::Confirmed);
+        assert!(!confirmed.needs_confirmation());
+        assert_eq!(confirmed.confirmed_at(), Some(DateTime::default()));
+        assert_eq!(confirmed.consent_detail(), "source=import status=confirmed");
+        let gone = record(SubscriberStatus::Unsubscribed);
+        assert_eq!(gone.unsubscribed_at(), Some(DateTime::default()));
     }
 }

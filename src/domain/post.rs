@@ -1,4 +1,5 @@
-//! Posts: the queue of things to send, and the first series we ship.
+//! Posts: the queue of things to send, the rules for changing it, and the
+//! first series we ship.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -62,6 +63,11 @@ impl PostStatus {
             _ => None,
         }
     }
+
+    /// A sent post is history: its subscribers got exactly this text.
+    pub fn can_change(self) -> bool {
+        self == PostStatus::Queued
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +86,65 @@ pub struct Post {
 pub struct NewPost {
     pub subject: PostSubject,
     pub body_markdown: String,
+}
+
+/// An edit of a queued post; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PostChanges {
+    pub subject: Option<PostSubject>,
+    pub body_markdown: Option<String>,
+    /// 1-based place in the queue of posts not yet sent.
+    pub position: Option<i64>,
+}
+
+#[derive(Debug)]
+pub enum PostEdit {
+    Updated(Post),
+    Deleted,
+    NotFound,
+    AlreadySent,
+}
+
+/// Whether `post` may be edited or deleted: `Err` with the answer when not.
+pub fn check_editable(post: Option<&Post>) -> Result<(), PostEdit> {
+    match post {
+        None => Err(PostEdit::NotFound),
+        Some(post) if !post.status.can_change() => Err(PostEdit::AlreadySent),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The queue after moving `moved` to `place` (1-based, clamped to the
+/// queue) among the other queued posts, `others`, given in queue order.
+pub fn queue_with_move(mut others: Vec<i64>, moved: i64, place: i64) -> Vec<i64> {
+    let index = usize::try_from(place.max(1) - 1)
+        .unwrap_or(usize::MAX)
+        .min(others.len());
+    others.insert(index, moved);
+    others
+}
+
+/// A post with its place in the series, for rendering.
+#[derive(Debug, Clone)]
+pub struct PostForRender {
+    pub post: Post,
+    /// 1-based rank by queue position, used as the issue number in sequence mode.
+    pub ordinal: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PostCounts {
+    pub queued: i64,
+    pub sent: i64,
+}
+
+impl PostCounts {
+    pub fn add(&mut self, status: PostStatus, count: i64) {
+        match status {
+            PostStatus::Queued => self.queued += count,
+            PostStatus::Sent => self.sent += count,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,16 +214,16 @@ fn front_matter_subject(front: &str) -> Option<String> {
 
 /// The first series, compiled in so a fresh install has something to send.
 const FIRST_SERIES: [&str; 10] = [
-    include_str!("../content/01-unclear-purpose.md"),
-    include_str!("../content/02-overcommitted.md"),
-    include_str!("../content/03-unrealistic-expectations.md"),
-    include_str!("../content/04-unclear-roles-and-responsibilities.md"),
-    include_str!("../content/05-self-interest-vs-group-interest.md"),
-    include_str!("../content/06-taking-credit-vs-sharing-credit.md"),
-    include_str!("../content/07-overselling-and-under-delivering.md"),
-    include_str!("../content/08-under-communicating.md"),
-    include_str!("../content/09-letting-the-loudest-voices-get-their-way.md"),
-    include_str!("../content/10-unresolved-conflict.md"),
+    include_str!("../../content/01-unclear-purpose.md"),
+    include_str!("../../content/02-overcommitted.md"),
+    include_str!("../../content/03-unrealistic-expectations.md"),
+    include_str!("../../content/04-unclear-roles-and-responsibilities.md"),
+    include_str!("../../content/05-self-interest-vs-group-interest.md"),
+    include_str!("../../content/06-taking-credit-vs-sharing-credit.md"),
+    include_str!("../../content/07-overselling-and-under-delivering.md"),
+    include_str!("../../content/08-under-communicating.md"),
+    include_str!("../../content/09-letting-the-loudest-voices-get-their-way.md"),
+    include_str!("../../content/10-unresolved-conflict.md"),
 ];
 
 pub fn first_series() -> Vec<NewPost> {
@@ -211,6 +276,39 @@ mod tests {
             Err(SubjectError::TooLong)
         );
         assert_eq!(PostSubject::parse(" Fine ").unwrap().as_str(), "Fine");
+    }
+
+    fn post(id: i64, status: PostStatus) -> Post {
+        Post {
+            id,
+            subject: "s".into(),
+            body_markdown: "b".into(),
+            position: id,
+            status,
+            created_at: DateTime::default(),
+            sent_at: None,
+        }
+    }
+
+    #[test]
+    fn only_queued_posts_can_change() {
+        assert!(check_editable(Some(&post(1, PostStatus::Queued))).is_ok());
+        assert!(matches!(
+            check_editable(Some(&post(1, PostStatus::Sent))),
+            Err(PostEdit::AlreadySent)
+        ));
+        assert!(matches!(check_editable(None), Err(PostEdit::NotFound)));
+    }
+
+    #[test]
+    fn a_moved_post_lands_at_its_place_clamped_to_the_queue() {
+        assert_eq!(queue_with_move(vec![1, 2, 3], 9, 1), vec![9, 1, 2, 3]);
+        assert_eq!(queue_with_move(vec![1, 2, 3], 9, 2), vec![1, 9, 2, 3]);
+        assert_eq!(queue_with_move(vec![1, 2, 3], 9, 4), vec![1, 2, 3, 9]);
+        assert_eq!(queue_with_move(vec![1, 2, 3], 9, 99), vec![1, 2, 3, 9]);
+        assert_eq!(queue_with_move(vec![1, 2, 3], 9, 0), vec![9, 1, 2, 3]);
+        assert_eq!(queue_with_move(vec![1, 2, 3], 9, -5), vec![9, 1, 2, 3]);
+        assert_eq!(queue_with_move(vec![], 9, 3), vec![9]);
     }
 
     #[test]

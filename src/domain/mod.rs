@@ -1,0 +1,10 @@
+//! The newsletter's vocabulary and its rules, as plain types and pure
+//! functions: no I/O, no SQL. The stores, the delivery worker, HTTP and the
+//! CLI all speak these types, and each rule lives here once, with its tests.
+
+pub mod consent;
+pub mod delivery;
+pub mod issue;
+pub mod post;
+pub mod signup;
+pub mod subscriber;

@@ -1,0 +1,189 @@
+//! Delivery outcomes on PostgreSQL, written in groups by the delivery
+//! worker: one statement per kind of outcome, over arrays, each fenced on
+//! the lease owner. A group of nothing but sends is that one statement.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+
+use super::subscribers::record_consent;
+use super::{PostgresStore, Tx};
+use crate::domain::consent::{ConsentContext, ConsentKind};
+use crate::domain::delivery::DeliveryOutcome;
+use crate::domain::subscriber;
+use crate::store::rows;
+use crate::store::StoreResult;
+
+/// Applies `outcomes` to the deliveries `owner` still holds; returns how
+/// many it held.
+pub(super) async fn record(
+    store: &PostgresStore,
+    owner: &str,
+    outcomes: &[DeliveryOutcome],
+) -> StoreResult<u64> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let mut sent: (Vec<i64>, Vec<&str>, Vec<DateTime<Utc>>) = Default::default();
+    let mut retry: (Vec<i64>, Vec<&str>, Vec<DateTime<Utc>>) = Default::default();
+    let mut failed: (Vec<i64>, Vec<&str>) = Default::default();
+    let mut skipped: (Vec<i64>, Vec<&str>) = Default::default();
+    for outcome in outcomes {
+        match outcome {
+            DeliveryOutcome::Sent { id, reply, at } => {
+                sent.0.push(*id);
+                sent.1.push(reply);
+                sent.2.push(*at);
+            }
+            DeliveryOutcome::Retry {
+                id,
+                error,
+                next_attempt_at,
+            } => {
+                retry.0.push(*id);
+                retry.1.push(error);
+                retry.2.push(*next_attempt_at);
+            }
+            DeliveryOutcome::Failed { id, error, .. } => {
+                failed.0.push(*id);
+                failed.1.push(error);
+            }
+            DeliveryOutcome::Skipped { id, reason } => {
+                skipped.0.push(*id);
+                skipped.1.push(reason);
+            }
+        }
+    }
+
+    let mark_sent = sqlx::query(
+        "UPDATE deliveries d SET status = 'sent', smtp_reply = u.reply, sent_at = u.at, \
+         last_error = NULL, lease_owner = NULL, lease_until = NULL \
+         FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(id, reply, at) \
+         WHERE d.id = u.id AND d.lease_owner = $4 AND d.status = 'sending'",
+    )
+    .bind(&sent.0)
+    .bind(&sent.1)
+    .bind(&sent.2)
+    .bind(owner);
+    // Nearly every group is sends alone: one statement, its own
+    // transaction, without the round trips for BEGIN and COMMIT.
+    if sent.0.len() == outcomes.len() {
+        return Ok(mark_sent.execute(&store.pool).await?.rows_affected());
+    }
+    let mut tx = store.write().await?;
+    let mut applied = 0;
+    if !sent.0.is_empty() {
+        applied += mark_sent.execute(&mut *tx).await?.rows_affected();
+    }
+    if !retry.0.is_empty() {
+        applied += sqlx::query(
+            "UPDATE deliveries d SET status = 'pending', last_error = u.error, \
+             next_attempt_at = u.next_attempt_at, lease_owner = NULL, lease_until = NULL \
+             FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) \
+                 AS u(id, error, next_attempt_at) \
+             WHERE d.id = u.id AND d.lease_owner = $4 AND d.status = 'sending'",
+        )
+        .bind(&retry.0)
+        .bind(&retry.1)
+        .bind(&retry.2)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !skipped.0.is_empty() {
+        applied += sqlx::query(
+            "UPDATE deliveries d SET status = 'skipped', last_error = u.reason, \
+             lease_owner = NULL, lease_until = NULL \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason) \
+             WHERE d.id = u.id AND d.lease_owner = $3 AND d.status = 'sending'",
+        )
+        .bind(&skipped.0)
+        .bind(&skipped.1)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !failed.0.is_empty() {
+        let mut held: HashSet<i64> = sqlx::query_scalar(
+            "UPDATE deliveries d SET status = 'failed', last_error = u.error, \
+             lease_owner = NULL, lease_until = NULL \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, error) \
+             WHERE d.id = u.id AND d.lease_owner = $3 AND d.status = 'sending' \
+             RETURNING d.id",
+        )
+        .bind(&failed.0)
+        .bind(&failed.1)
+        .bind(owner)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        applied += held.len() as u64;
+        // In outcome order, and once per delivery this owner still held,
+        // as the one-row-at-a-time SQLite backend does.
+        for outcome in outcomes {
+            if let DeliveryOutcome::Failed {
+                id,
+                subscriber_id,
+                error,
+                hard_bounce,
+                at,
+            } = outcome
+            {
+                if held.remove(id) && *hard_bounce {
+                    count_hard_bounce(&mut tx, *subscriber_id, error, *at).await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[derive(sqlx::FromRow)]
+struct BounceRow {
+    email: String,
+    status: String,
+    bounce_count: i64,
+}
+
+/// Counts a 5xx against the subscriber, by the domain's bounce rule.
+async fn count_hard_bounce(
+    tx: &mut Tx,
+    subscriber_id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let row: BounceRow = sqlx::query_as(
+        "SELECT email, status, bounce_count FROM subscribers WHERE id = $1 FOR UPDATE",
+    )
+    .bind(subscriber_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let after = subscriber::after_hard_bounce(
+        rows::subscriber_status(&row.status)?,
+        row.bounce_count,
+        error,
+    );
+    sqlx::query("UPDATE subscribers SET bounce_count = $1, status = $2 WHERE id = $3")
+        .bind(after.bounce_count)
+        .bind(after.status.as_str())
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(detail) = after.consent_detail {
+        record_consent(
+            tx,
+            subscriber_id,
+            &row.email,
+            ConsentKind::Bounced,
+            &ConsentContext::default(),
+            Some(&detail),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Named rows as both backends read them, and how each becomes a domain
+//! value. Time columns are `T`: epoch milliseconds on SQLite ([`Millis`]),
+//! `TIMESTAMPTZ` on PostgreSQL (`DateTime<Utc>`).
+
+use chrono::{DateTime, Utc};
+
+use super::{StoreError, StoreResult};
+use crate::domain::consent::{ConsentEvent, ConsentKind};
+use crate::domain::delivery::{ClaimedDelivery, DeliveryCounts, DeliveryPayload, DeliveryStatus};
+use crate::domain::issue::{IssueMeta, ScheduleMode};
+use crate::domain::post::{Post, PostCounts, PostStatus};
+use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberStatus};
+
+/// SQLite's time column: milliseconds since the epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type, serde::Serialize)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub(super) struct Millis(pub i64);
+
+impl From<Millis> for DateTime<Utc> {
+    fn from(Millis(value): Millis) -> Self {
+        DateTime::from_timestamp_millis(value).unwrap_or_default()
+    }
+}
+
+impl From<DateTime<Utc>> for Millis {
+    fn from(time: DateTime<Utc>) -> Self {
+        Millis(time.timestamp_millis())
+    }
+}
+
+fn corrupt(what: &str, text: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{text}`"))
+}
+
+pub(super) fn subscriber_status(text: &str) -> StoreResult<SubscriberStatus> {
+    text.parse().map_err(|_| corrupt("subscriber status", text))
+}
+
+pub(super) fn delivery_status(text: &str) -> StoreResult<DeliveryStatus> {
+    DeliveryStatus::parse(text).ok_or_else(|| corrupt("delivery status", text))
+}
+
+pub(super) const POST_COLUMNS: &str =
+    "id, subject, body_markdown, position, status, created_at, sent_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PostRow<T> {
+    id: i64,
+    subject: String,
+    body_markdown: String,
+    position: i64,
+    status: String,
+    created_at: T,
+    sent_at: Option<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<PostRow<T>> for Post {
+    type Error = StoreError;
+
+    fn try_from(row: PostRow<T>) -> StoreResult<Self> {
+        Ok(Post {
+            id: row.id,
+            subject: row.subject,
+            body_markdown: row.body_markdown,
+            position: row.position,
+            status: PostStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("post status", &row.status))?,
+            created_at: row.created_at.into(),
+            sent_at: row.sent_at.map(Into::into),
+        })
+    }
+}
+
+pub(super) const SUBSCRIBER_COLUMNS: &str = "id, email, name, status, created_at, confirmed_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SubscriberRow<T> {
+    id: i64,
+    email: String,
+    name: Option<String>,
+    status: String,
+    created_at: T,
+    confirmed_at: Option<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<SubscriberRow<T>> for Subscriber {
+    type Error = StoreError;
+
+    fn try_from(row: SubscriberRow<T>) -> StoreResult<Self> {
+        Ok(Subscriber {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            status: subscriber_status(&row.status)?,
+            created_at: row.created_at.into(),
+            confirmed_at: row.confirmed_at.map(Into::into),
+        })
+    }
+}
+
+pub(super) const CONSENT_EVENT_COLUMNS: &str = "kind, occurred_at, ip, user_agent, detail";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ConsentEventRow<T> {
+    kind: String,
+    occurred_at: T,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    detail: Option<String>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<ConsentEventRow<T>> for ConsentEvent {
+    type Error = StoreError;
+
+    fn try_from(row: ConsentEventRow<T>) -> StoreResult<Self> {
+        Ok(ConsentEvent {
+            kind: ConsentKind::parse(&row.kind)
+                .ok_or_else(|| corrupt("consent kind", &row.kind))?,
+            occurred_at: row.occurred_at.into(),
+            ip: row.ip,
+            user_agent: row.user_agent,
+            detail: row.detail,
+        })
+    }
+}
+
+/// A `SELECT status, COUNT(*) AS count … GROUP BY status` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct StatusCount {
+    status: String,
+    count: i64,
+}
+
+pub(super) fn delivery_counts(rows: Vec<StatusCount>) -> StoreResult<DeliveryCounts> {
+    let mut counts = DeliveryCounts::default();
+    for row in rows {
+        counts.add(delivery_status(&row.status)?, row.count);
+    }
+    Ok(counts)
+}
+
+pub(super) fn subscriber_counts(rows: Vec<StatusCount>) -> StoreResult<SubscriberCounts> {
+    let mut counts = SubscriberCounts::default();
+    for row in rows {
+        counts.add(subscriber_status(&row.status)?, row.count);
+    }
+    Ok(counts)
+}
+
+pub(super) fn post_counts(rows: Vec<StatusCount>) -> StoreResult<PostCounts> {
+    let mut counts = PostCounts::default();
+    for row in rows {
+        let status =
+            PostStatus::parse(&row.status).ok_or_else(|| corrupt("post status", &row.status))?;
+        counts.add(status, row.count);
+    }
+    Ok(counts)
+}
+
+/// An issue just made for its slot.
+#[derive(sqlx::FromRow)]
+pub(super) struct NewIssueRow {
+    pub id: i64,
+    pub number: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct IssueMetaRow {
+    number: i64,
+    mode: String,
+}
+
+impl TryFrom<IssueMetaRow> for IssueMeta {
+    type Error = StoreError;
+
+    fn try_from(row: IssueMetaRow) -> StoreResult<Self> {
+        Ok(IssueMeta {
+            number: row.number,
+            mode: ScheduleMode::parse(&row.mode).ok_or_else(|| corrupt("issue mode", &row.mode))?,
+        })
+    }
+}
+
+/// A delivery as a claim returns it.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimRow {
+    pub id: i64,
+    pub subscriber_id: i64,
+    issue_id: Option<i64>,
+    post_id: Option<i64>,
+    confirmation_id: Option<i64>,
+    message_id: String,
+    attempts: i64,
+}
+
+/// The subscriber a claimed delivery goes to.
+#[derive(sqlx::FromRow, Clone)]
+pub(super) struct RecipientRow {
+    pub subscriber_id: i64,
+    email: String,
+    name: Option<String>,
+    status: String,
+}
+
+/// Both, as one joined row.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimWithRecipient {
+    #[sqlx(flatten)]
+    pub claim: ClaimRow,
+    #[sqlx(flatten)]
+    pub recipient: RecipientRow,
+}
+
+pub(super) fn claimed_delivery(
+    claim: ClaimRow,
+    recipient: RecipientRow,
+) -> StoreResult<ClaimedDelivery> {
+    let payload =
+        DeliveryPayload::from_columns(claim.issue_id, claim.post_id, claim.confirmation_id)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no payload", claim.id)))?;
+    Ok(ClaimedDelivery {
+        id: claim.id,
+        subscriber_id: recipient.subscriber_id,
+        email: recipient.email,
+        name: recipient.name,
+        subscriber_status: subscriber_status(&recipient.status)?,
+        message_id: claim.message_id,
+        attempts: u32::try_from(claim.attempts).unwrap_or(u32::MAX),
+        payload,
+    })
+}
