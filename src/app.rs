@@ -7,34 +7,32 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::delivery::compose::Composer;
-use crate::delivery::{new_owner, DeliveryWorker, WorkerSettings};
+use crate::delivery::{DeliveryWorker, WorkerSettings};
 use crate::domain::post;
 use crate::http::{self, AppState, SharedState};
+use crate::links::Links;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
+use crate::newsletter::Newsletter;
 use crate::render::Templates;
 use crate::schedule::Scheduler;
-use crate::signups::Signups;
-use crate::store::{self, SharedStore};
-use crate::tokens::TokenKey;
+use crate::signups::SignupWriter;
+use crate::store;
 
 /// Everything but the HTTP listener: what the CLI commands share with `serve`.
 pub struct Services {
     pub settings: Arc<Settings>,
-    pub store: SharedStore,
+    pub newsletter: Arc<Newsletter>,
     pub templates: Arc<Templates>,
     pub mailer: Arc<Mailer>,
-    pub composer: Arc<Composer>,
-    pub token_key: TokenKey,
-    pub clock: SharedClock,
-    pub wake_worker: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Only `serve` runs it: the other commands take no signups.
+    pub signup_writer: SignupWriter,
 }
 
 impl Services {
@@ -59,46 +57,30 @@ impl Services {
         let mailer =
             Mailer::from_settings(&settings.smtp).context("cannot set up sending (smtp.url)")?;
         let templates = Arc::new(templates);
+        let links = Links::new(settings.newsletter.base_url.clone(), token_key);
         let composer = Arc::new(Composer::new(
             templates.clone(),
             settings.newsletter.clone(),
-            token_key.clone(),
+            links.clone(),
             store.clone(),
         ));
+        let (newsletter, signup_writer) = Newsletter::new(store, clock, links, composer, &settings);
         Ok(Self {
             settings: Arc::new(settings),
-            store,
+            newsletter: Arc::new(newsletter),
             templates,
             mailer: Arc::new(mailer),
-            composer,
-            token_key,
-            clock,
-            wake_worker: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::default()),
+            signup_writer,
         })
     }
 
     pub fn worker(&self) -> Arc<DeliveryWorker> {
-        Arc::new(DeliveryWorker {
-            store: self.store.clone(),
-            mailer: self.mailer.clone(),
-            composer: self.composer.clone(),
-            settings: WorkerSettings::from_smtp(&self.settings.smtp),
-            clock: self.clock.clone(),
-            wake: self.wake_worker.clone(),
-            metrics: self.metrics.clone(),
-            owner: new_owner(),
-            breaker: Default::default(),
-        })
-    }
-
-    pub fn scheduler(&self) -> Arc<Scheduler> {
-        Arc::new(Scheduler::new(
-            self.store.clone(),
-            self.settings.schedule.clone(),
-            self.clock.clone(),
-            self.wake_worker.clone(),
-        ))
+        self.newsletter.delivery_worker(
+            self.mailer.clone(),
+            WorkerSettings::from_smtp(&self.settings.smtp),
+            self.metrics.clone(),
+        )
     }
 }
 
@@ -135,7 +117,9 @@ impl Default for AppOptions {
 pub struct Application {
     listener: TcpListener,
     state: SharedState,
-    services: Services,
+    worker: Arc<DeliveryWorker>,
+    signup_writer: SignupWriter,
+    mailer: Arc<Mailer>,
     options: AppOptions,
 }
 
@@ -145,8 +129,9 @@ impl Application {
         let services = Services::start(settings, options.clock.clone()).await?;
         if options.seed_first_series {
             let seeded = services
-                .store
-                .seed_posts_if_empty(&post::first_series(), services.clock.now())
+                .newsletter
+                .store()
+                .seed_posts_if_empty(&post::first_series(), services.newsletter.now())
                 .await
                 .context("cannot seed the first series")?;
             if seeded > 0 {
@@ -158,24 +143,33 @@ impl Application {
             .with_context(|| format!("cannot listen on {bind} (http.bind)"))?;
         let pages = http::StaticPages::render(&services.templates)
             .context("templates are broken (see templates.dir)")?;
+        let worker = services.worker();
+        let Services {
+            settings,
+            newsletter,
+            templates,
+            mailer,
+            metrics,
+            signup_writer,
+        } = services;
         let state = Arc::new(AppState {
-            store: services.store.clone(),
-            settings: services.settings.clone(),
-            templates: services.templates.clone(),
-            composer: services.composer.clone(),
-            scheduler: services.scheduler(),
-            token_key: services.token_key.clone(),
-            clock: services.clock.clone(),
-            wake_worker: services.wake_worker.clone(),
-            metrics: services.metrics.clone(),
-            signup_limiter: http::signup_limiter(services.settings.http.subscribe_per_ip_per_hour),
-            signups: Signups::start(services.store.clone()),
+            scheduler: Arc::new(Scheduler::new(
+                newsletter.clone(),
+                settings.schedule.clone(),
+            )),
+            newsletter,
+            signup_limiter: http::signup_limiter(settings.http.subscribe_per_ip_per_hour),
+            settings,
+            templates,
+            metrics,
             pages,
         });
         Ok(Self {
             listener,
             state,
-            services,
+            worker,
+            signup_writer,
+            mailer,
             options,
         })
     }
@@ -192,19 +186,20 @@ impl Application {
 
     /// Serves until `shutdown`, then drains the sends in flight.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let settings = &self.services.settings;
+        let settings = &self.state.settings;
         tracing::info!(
             url = %settings.newsletter.base_url,
             listening = %self.local_addr(),
-            backend = %self.services.store.backend(),
+            backend = %self.state.newsletter.store().backend(),
             database = %redact(&settings.database.url),
-            emails = %self.services.mailer.describe(),
+            emails = %self.mailer.describe(),
             mode = settings.schedule.mode.as_str(),
             next_send_at = ?self.state.scheduler.next_send_at(),
             timezone = %settings.schedule.timezone,
             "tidings is running"
         );
-        let worker = tokio::spawn(self.services.worker().run(shutdown.clone()));
+        tokio::spawn(self.signup_writer.run(CancellationToken::new()));
+        let worker = tokio::spawn(self.worker.run(shutdown.clone()));
         let scheduler = self
             .options
             .run_scheduler

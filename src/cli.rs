@@ -10,13 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppOptions, Application, Services};
 use crate::config::{self, Settings};
-use crate::delivery::compose::CONFIRMATION_TTL_HOURS;
-use crate::domain::issue::{CreateIssueOutcome, NewIssue};
 use crate::domain::post::parse_markdown_post;
 use crate::domain::subscriber::{
-    AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberQuery,
-    SubscriberStatus,
+    AddOutcome, EmailAddress, OperatorSource, SubscriberName, SubscriberQuery, SubscriberStatus,
 };
+use crate::newsletter::Newsletter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,7 +118,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let services = Services::start(settings, crate::clock::system()).await?;
-            println!("migrations applied ({})", services.store.backend());
+            println!(
+                "migrations applied ({})",
+                services.newsletter.store().backend()
+            );
             Ok(())
         }
         Command::Check => check(settings).await,
@@ -189,24 +190,11 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn send_now(settings: Settings) -> anyhow::Result<()> {
-    let mode = settings.schedule.mode;
     let services = Services::start(settings, crate::clock::system()).await?;
-    let created = match services
-        .store
-        .create_issue(NewIssue {
-            slot_key: format!("manual:{}", uuid::Uuid::new_v4()),
-            slot_at: None,
-            mode,
-            now: services.clock.now(),
-        })
-        .await?
-    {
-        CreateIssueOutcome::Created(created) => created,
-        _ => bail!("nothing to send: the queue has no post for anyone, or there are no confirmed subscribers"),
-    };
+    let store = services.newsletter.store();
+    let created = services.newsletter.send_now().await?;
     let subject = match created.post_id {
-        Some(post_id) => services
-            .store
+        Some(post_id) => store
             .get_post(post_id)
             .await?
             .map(|post| post.subject)
@@ -221,7 +209,7 @@ async fn send_now(settings: Settings) -> anyhow::Result<()> {
     let worker = tokio::spawn(services.worker().run(shutdown.clone()));
     let progress = loop {
         let counting = std::time::Instant::now();
-        let progress = services.store.issue_progress(created.issue_id).await?;
+        let progress = store.issue_progress(created.issue_id).await?;
         if progress.unfinished() == 0 {
             break progress;
         }
@@ -248,9 +236,10 @@ async fn post(settings: Settings, command: PostCommand) -> anyhow::Result<()> {
             let post = parse_markdown_post(&text, add.subject.as_deref())
                 .with_context(|| format!("{} is not a usable post", add.file.display()))?;
             let stored = services
-                .store
-                .insert_post(&post, services.clock.now())
-                .await?;
+                .newsletter
+                .add_post(&post)
+                .await
+                .context("cannot queue the post")?;
             println!(
                 "queued post {} at position {}: {}",
                 stored.id, stored.position, stored.subject
@@ -263,7 +252,7 @@ async fn post(settings: Settings, command: PostCommand) -> anyhow::Result<()> {
                 "{:>5} {:>8} {:<7} {:<20} subject",
                 "id", "position", "status", "sent_at"
             )?;
-            for post in services.store.list_posts().await? {
+            for post in services.newsletter.store().list_posts().await? {
                 let sent_at = post
                     .sent_at
                     .map(|at| at.format("%Y-%m-%d %H:%M").to_string())
@@ -285,7 +274,8 @@ async fn post(settings: Settings, command: PostCommand) -> anyhow::Result<()> {
 
 async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::Result<()> {
     let services = Services::start(settings, crate::clock::system()).await?;
-    let store = &services.store;
+    let newsletter = &services.newsletter;
+    let store = newsletter.store();
     match command {
         SubscriberCommand::Add {
             email,
@@ -297,14 +287,12 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
             } else {
                 SubscriberStatus::Pending
             };
-            let record = operator_record(
-                &email,
-                name.as_deref(),
-                status,
-                OperatorSource::Cli,
-                &services,
-            )?;
-            match store.add_subscriber(record).await? {
+            let (address, name) = parse_subscriber(&email, name.as_deref())?;
+            match newsletter
+                .add_subscriber(address, name, status, OperatorSource::Cli)
+                .await
+                .with_context(|| format!("cannot add {email}"))?
+            {
                 AddOutcome::Added {
                     id,
                     confirmation_queued,
@@ -346,7 +334,7 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
                 }
             }
         }
-        SubscriberCommand::Import { file } => import(&services, &file).await?,
+        SubscriberCommand::Import { file } => import(newsletter, &file).await?,
         SubscriberCommand::Generate {
             count,
             prefix,
@@ -354,7 +342,7 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
         } => {
             let started = std::time::Instant::now();
             let added = store
-                .bulk_insert_confirmed(count, &prefix, &domain, services.clock.now())
+                .bulk_insert_confirmed(count, &prefix, &domain, newsletter.now())
                 .await?;
             println!(
                 "generated {added} confirmed subscribers in {:.2} s",
@@ -391,25 +379,18 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
     Ok(())
 }
 
-fn operator_record(
+fn parse_subscriber(
     email: &str,
     name: Option<&str>,
-    status: SubscriberStatus,
-    source: OperatorSource,
-    services: &Services,
-) -> anyhow::Result<OperatorSubscriber> {
-    Ok(OperatorSubscriber {
-        email: EmailAddress::parse(email).with_context(|| format!("`{email}`"))?,
-        name: SubscriberName::parse_optional(name).with_context(|| format!("name of `{email}`"))?,
-        status,
-        source,
-        now: services.clock.now(),
-        confirmation_ttl: chrono::Duration::hours(CONFIRMATION_TTL_HOURS),
-    })
+) -> anyhow::Result<(EmailAddress, Option<SubscriberName>)> {
+    Ok((
+        EmailAddress::parse(email).with_context(|| format!("`{email}`"))?,
+        SubscriberName::parse_optional(name).with_context(|| format!("name of `{email}`"))?,
+    ))
 }
 
 /// Imports what it can, reports every bad row, and fails if there was one.
-async fn import(services: &Services, file: &std::path::Path) -> anyhow::Result<()> {
+async fn import(newsletter: &Newsletter, file: &std::path::Path) -> anyhow::Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -432,11 +413,15 @@ async fn import(services: &Services, file: &std::path::Path) -> anyhow::Result<(
             None => Ok(SubscriberStatus::Pending),
             Some(text) => text.parse::<SubscriberStatus>(),
         };
-        let record = status.map_err(anyhow::Error::msg).and_then(|status| {
-            operator_record(email, name, status, OperatorSource::Import, services)
-        });
+        let record = status
+            .map_err(anyhow::Error::msg)
+            .and_then(|status| Ok((parse_subscriber(email, name)?, status)));
         match record {
-            Ok(record) => match services.store.add_subscriber(record).await? {
+            Ok(((address, name), status)) => match newsletter
+                .add_subscriber(address, name, status, OperatorSource::Import)
+                .await
+                .with_context(|| format!("{} line {line}", file.display()))?
+            {
                 AddOutcome::Added { .. } => added += 1,
                 AddOutcome::AlreadyExists => existing += 1,
             },

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SharedClock;
 use crate::config::ScheduleSettings;
 use crate::domain::issue::{CreateIssueOutcome, NewIssue};
-use crate::store::{SharedStore, StoreError};
+use crate::newsletter::{Newsletter, NewsletterResult};
 
 /// Longest nap between looks at the clock, so clock changes are noticed.
 const MAX_NAP: Duration = Duration::from_secs(1);
@@ -67,36 +65,29 @@ pub fn next_slot(settings: &ScheduleSettings, now: DateTime<Utc>) -> Option<Date
         .next()
 }
 
+/// Issues are created through the newsletter service, which wakes the
+/// delivery worker for them.
 pub struct Scheduler {
-    store: SharedStore,
+    newsletter: Arc<Newsletter>,
     settings: ScheduleSettings,
-    clock: SharedClock,
-    wake_worker: Arc<Notify>,
     last_slot: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Scheduler {
-    pub fn new(
-        store: SharedStore,
-        settings: ScheduleSettings,
-        clock: SharedClock,
-        wake_worker: Arc<Notify>,
-    ) -> Self {
+    pub fn new(newsletter: Arc<Newsletter>, settings: ScheduleSettings) -> Self {
         Self {
-            store,
+            newsletter,
             settings,
-            clock,
-            wake_worker,
             last_slot: std::sync::Mutex::new(None),
         }
     }
 
     pub fn next_send_at(&self) -> Option<DateTime<Utc>> {
-        next_slot(&self.settings, self.clock.now()).map(|slot| slot.with_timezone(&Utc))
+        next_slot(&self.settings, self.newsletter.now()).map(|slot| slot.with_timezone(&Utc))
     }
 
     /// Handles the latest due slot, if it is new to this process.
-    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
+    pub async fn tick(&self, now: DateTime<Utc>) -> NewsletterResult<TickOutcome> {
         let Some(slot) = latest_slot(&self.settings, now) else {
             return Ok(TickOutcome::Idle);
         };
@@ -113,7 +104,7 @@ impl Scheduler {
         &self,
         slot: &DateTime<Tz>,
         now: DateTime<Utc>,
-    ) -> Result<TickOutcome, StoreError> {
+    ) -> NewsletterResult<TickOutcome> {
         let slot_key = slot_key(slot);
         let slot_utc = slot.with_timezone(&Utc);
         let late_by = (now - slot_utc).to_std().unwrap_or_default();
@@ -123,8 +114,8 @@ impl Scheduler {
             return Ok(TickOutcome::TooLate { slot_key });
         }
         let outcome = self
-            .store
-            .create_issue(NewIssue {
+            .newsletter
+            .start_issue(NewIssue {
                 slot_key: slot_key.clone(),
                 slot_at: Some(slot_utc),
                 mode: self.settings.mode,
@@ -135,7 +126,6 @@ impl Scheduler {
             CreateIssueOutcome::Created(created) => {
                 tracing::info!(slot = %slot_key, issue = created.issue_id, post = ?created.post_id,
                     recipients = created.recipients, "issue created");
-                self.wake_worker.notify_one();
                 TickOutcome::Created {
                     slot_key,
                     issue_id: created.issue_id,
@@ -151,9 +141,9 @@ impl Scheduler {
     }
 
     /// Logs the slots missed while the daemon was down that are too old to send.
-    pub async fn report_missed_slots(&self) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let Some(since) = self.store.latest_scheduled_slot().await? else {
+    pub async fn report_missed_slots(&self) -> NewsletterResult<()> {
+        let now = self.newsletter.now();
+        let Some(since) = self.newsletter.store().latest_scheduled_slot().await? else {
             return Ok(());
         };
         let window_start =
@@ -178,7 +168,7 @@ impl Scheduler {
             tracing::error!(error = ?anyhow::Error::from(error), "could not check for missed slots");
         }
         while !shutdown.is_cancelled() {
-            let now = self.clock.now();
+            let now = self.newsletter.now();
             if let Err(error) = self.tick(now).await {
                 tracing::error!(error = ?anyhow::Error::from(error), "scheduler tick failed; will retry");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -186,7 +176,7 @@ impl Scheduler {
             }
             let nap = self
                 .next_send_at()
-                .and_then(|next| (next - self.clock.now()).to_std().ok())
+                .and_then(|next| (next - self.newsletter.now()).to_std().ok())
                 .unwrap_or(MAX_NAP)
                 .min(MAX_NAP);
             tokio::select! {

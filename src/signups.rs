@@ -8,6 +8,7 @@
 //! A signup is answered only after its group commits.
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::signup::{SignupOutcome, SignupRequest};
 use crate::store::{SharedStore, StoreError, StoreResult};
@@ -18,17 +19,26 @@ const MAX_GROUP: usize = 256;
 
 type Waiting = (SignupRequest, oneshot::Sender<StoreResult<SignupOutcome>>);
 
+/// Where signups queue for the writer.
 #[derive(Clone)]
 pub struct Signups {
     queue: mpsc::Sender<Waiting>,
 }
 
+/// The task that writes the queued signups. It is handed back rather than
+/// spawned here, so that whoever runs the daemon can watch it: a dead
+/// writer would leave every signup waiting.
+pub struct SignupWriter {
+    store: SharedStore,
+    waiting: mpsc::Receiver<Waiting>,
+}
+
 impl Signups {
-    /// Starts the writer task; it ends when every handle is dropped.
-    pub fn start(store: SharedStore) -> Self {
+    /// The queue and its writer; nothing is written until the writer runs,
+    /// and a signup fails at once if the writer is gone.
+    pub fn new(store: SharedStore) -> (Self, SignupWriter) {
         let (queue, waiting) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(write_groups(store, waiting));
-        Self { queue }
+        (Self { queue }, SignupWriter { store, waiting })
     }
 
     pub async fn sign_up(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
@@ -45,11 +55,32 @@ fn stopped() -> StoreError {
     StoreError::NotRunning("the signup writer")
 }
 
-async fn write_groups(store: SharedStore, mut waiting: mpsc::Receiver<Waiting>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
+impl SignupWriter {
+    /// Writes groups until `stop`; then takes no more signups, writes those
+    /// already queued, and returns. Stop it after the HTTP server has
+    /// finished its requests, since they may still be signing people up.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        let mut closed = false;
+        loop {
+            let received = tokio::select! {
+                received = self.waiting.recv_many(&mut group, MAX_GROUP) => received,
+                () = stop.cancelled(), if !closed => {
+                    self.waiting.close();
+                    closed = true;
+                    continue;
+                }
+            };
+            if received == 0 {
+                return;
+            }
+            self.write(&mut group).await;
+        }
+    }
+
+    async fn write(&self, group: &mut Vec<Waiting>) {
         let (requests, answers): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        match store.signup_group(&requests).await {
+        match self.store.signup_group(&requests).await {
             Ok(outcomes) => {
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = answer.send(Ok(outcome));
@@ -68,7 +99,7 @@ async fn write_groups(store: SharedStore, mut waiting: mpsc::Receiver<Waiting>) 
                     "a group of signups failed; writing them one by one"
                 );
                 for (request, answer) in requests.into_iter().zip(answers) {
-                    let _ = answer.send(store.signup(request).await);
+                    let _ = answer.send(self.store.signup(request).await);
                 }
             }
         }

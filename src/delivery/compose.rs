@@ -18,11 +18,9 @@ use crate::domain::delivery::{ClaimedDelivery, DeliveryPayload};
 use crate::domain::issue::{IssueMeta, ScheduleMode};
 use crate::domain::post::PostForRender;
 use crate::domain::subscriber::SubscriberStatus;
+use crate::links::{Links, CONFIRMATION_TTL_HOURS};
 use crate::render::{markdown, EmailKind, RenderedEmail, Templates};
 use crate::store::{SharedStore, StoreError};
-use crate::tokens::{TokenKey, TokenPurpose};
-
-pub const CONFIRMATION_TTL_HOURS: i64 = 72;
 
 /// Defines a header lettre has no type for; values are ASCII we build.
 macro_rules! plain_header {
@@ -96,7 +94,7 @@ struct RenderedPost {
 pub struct Composer {
     templates: Arc<Templates>,
     newsletter: NewsletterSettings,
-    token_key: TokenKey,
+    links: Links,
     store: SharedStore,
     list_id: String,
     posts: Mutex<HashMap<i64, Arc<RenderedPost>>>,
@@ -109,37 +107,20 @@ impl Composer {
     pub fn new(
         templates: Arc<Templates>,
         newsletter: NewsletterSettings,
-        token_key: TokenKey,
+        links: Links,
         store: SharedStore,
     ) -> Self {
         let list_id = list_id(&newsletter);
         Self {
             templates,
             newsletter,
-            token_key,
+            links,
             store,
             list_id,
             posts: Mutex::default(),
             issues: Mutex::default(),
             prepared: Mutex::default(),
         }
-    }
-
-    pub fn unsubscribe_url(&self, subscriber_id: i64) -> String {
-        format!(
-            "{}/unsubscribe?token={}",
-            self.newsletter.base_url,
-            self.token_key
-                .issue(TokenPurpose::Unsubscribe, subscriber_id)
-        )
-    }
-
-    pub fn confirm_url(&self, confirmation_id: i64) -> String {
-        format!(
-            "{}/confirm?token={}",
-            self.newsletter.base_url,
-            self.token_key.issue(TokenPurpose::Confirm, confirmation_id)
-        )
     }
 
     pub async fn compose(&self, delivery: &ClaimedDelivery) -> Result<Composed, ComposeError> {
@@ -198,7 +179,7 @@ impl Composer {
             Prepared::Confirmation,
             &render,
             delivery.name.as_deref(),
-            &self.confirm_url(confirmation_id),
+            &self.links.confirm_url(confirmation_id),
         )?;
         self.build(delivery, &subject, body, false)
     }
@@ -217,7 +198,7 @@ impl Composer {
             Prepared::Issue { post_id, number },
             &render,
             delivery.name.as_deref(),
-            &self.unsubscribe_url(delivery.subscriber_id),
+            &self.links.unsubscribe_url(delivery.subscriber_id),
         )?;
         self.build(delivery, &post.subject, body, true)
     }
@@ -308,7 +289,7 @@ impl Composer {
                 &post,
                 post.ordinal,
                 Some("Reader"),
-                &self.unsubscribe_url(0),
+                &self.links.unsubscribe_url(0),
             )?
             .html)
     }
@@ -348,7 +329,7 @@ impl Composer {
             builder = builder
                 .header(ListUnsubscribe(format!(
                     "<{}>",
-                    self.unsubscribe_url(delivery.subscriber_id)
+                    self.links.unsubscribe_url(delivery.subscriber_id)
                 )))
                 .header(ListUnsubscribePost("List-Unsubscribe=One-Click".into()));
         }

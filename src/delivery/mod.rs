@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
@@ -22,6 +22,7 @@ use crate::config::SmtpSettings;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::mailer::{Mailer, SendResult};
 use crate::metrics::Metrics;
+use crate::newsletter::Wake;
 use crate::store::SharedStore;
 
 pub mod compose;
@@ -145,7 +146,7 @@ pub struct DeliveryWorker {
     pub composer: Arc<Composer>,
     pub settings: WorkerSettings,
     pub clock: SharedClock,
-    pub wake: Arc<Notify>,
+    pub wake: Wake,
     pub metrics: Arc<Metrics>,
     /// Unique per process; every lease and update is fenced on it.
     pub owner: String,
@@ -238,7 +239,7 @@ impl DeliveryWorker {
                 continue;
             }
             tokio::select! {
-                _ = self.wake.notified() => {}
+                () = self.wake.rung() => {}
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 _ = shutdown.cancelled() => {}
             }

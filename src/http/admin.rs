@@ -14,10 +14,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, SharedState};
-use crate::delivery::compose::ComposeError;
-use crate::domain::issue::{CreateIssueOutcome, NewIssue};
 use crate::domain::post::{NewPost, Post, PostChanges, PostEdit, PostSubject};
 use crate::domain::subscriber::{SubscriberQuery, SubscriberStatus};
+use crate::newsletter::NewsletterError;
 
 const MAX_PAGE: u32 = 1000;
 
@@ -85,7 +84,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 fn not_found(id: i64) -> ApiError {
-    ApiError::NotFound(format!("There is no post {id}."))
+    NewsletterError::NoSuchPost(id).into()
 }
 
 fn already_sent(id: i64) -> ApiError {
@@ -119,7 +118,7 @@ async fn create_post(
         subject: parse_subject(&body.subject)?,
         body_markdown: parse_body(body.body_markdown)?,
     };
-    let stored = state.store.insert_post(&post, state.clock.now()).await?;
+    let stored = state.newsletter.add_post(&post).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": stored.id, "position": stored.position, "status": stored.status })),
@@ -138,7 +137,7 @@ fn post_summary(post: &Post) -> serde_json::Value {
 }
 
 async fn list_posts(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let posts = state.store.list_posts().await?;
+    let posts = state.store().list_posts().await?;
     Ok(Json(posts.iter().map(post_summary).collect()))
 }
 
@@ -147,7 +146,7 @@ async fn get_post(
     Path(id): Path<i64>,
 ) -> Result<Json<Post>, ApiError> {
     state
-        .store
+        .store()
         .get_post(id)
         .await?
         .map(Json)
@@ -175,7 +174,7 @@ async fn update_post(
         body_markdown: body.body_markdown.map(parse_body).transpose()?,
         position: body.position,
     };
-    match state.store.update_post(id, changes).await? {
+    match state.store().update_post(id, changes).await? {
         PostEdit::Updated(post) => Ok(Json(post)),
         PostEdit::NotFound => Err(not_found(id)),
         PostEdit::AlreadySent => Err(already_sent(id)),
@@ -189,7 +188,7 @@ async fn delete_post(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    match state.store.delete_post(id).await? {
+    match state.store().delete_post(id).await? {
         PostEdit::Deleted => Ok(StatusCode::NO_CONTENT),
         PostEdit::NotFound => Err(not_found(id)),
         PostEdit::AlreadySent => Err(already_sent(id)),
@@ -203,41 +202,21 @@ async fn preview_post(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    match state.composer.preview(id).await {
-        Ok(html) => Ok(Html(html).into_response()),
-        Err(ComposeError::MissingPost(_)) => Err(not_found(id)),
-        Err(error) => Err(ApiError::internal(error)),
-    }
+    let html = state.newsletter.preview(id).await?;
+    Ok(Html(html).into_response())
 }
 
 async fn send_now(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let outcome = state
-        .store
-        .create_issue(NewIssue {
-            slot_key: format!("manual:{}", uuid::Uuid::new_v4()),
-            slot_at: None,
-            mode: state.settings.schedule.mode,
-            now: state.clock.now(),
-        })
-        .await?;
-    match outcome {
-        CreateIssueOutcome::Created(created) => {
-            state.wake_worker.notify_one();
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({
-                    "issue_id": created.issue_id,
-                    "post_id": created.post_id,
-                    "recipients": created.recipients,
-                })),
-            )
-                .into_response())
-        }
-        CreateIssueOutcome::NothingToSend | CreateIssueOutcome::SlotTaken => Err(ApiError::Conflict(
-            "Nothing to send: the queue has no post for anyone, or there are no confirmed subscribers."
-                .into(),
-        )),
-    }
+    let created = state.newsletter.send_now().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "issue_id": created.issue_id,
+            "post_id": created.post_id,
+            "recipients": created.recipients,
+        })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -260,7 +239,7 @@ async fn list_subscribers(
         .map_err(ApiError::Invalid)?;
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let subscribers = state
-        .store
+        .store()
         .list_subscribers(SubscriberQuery {
             status,
             after: page.after,
@@ -279,17 +258,17 @@ async fn consent_log(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !state.store.subscriber_exists(id).await? {
+    if !state.store().subscriber_exists(id).await? {
         return Err(ApiError::NotFound(format!("There is no subscriber {id}.")));
     }
-    let events = state.store.consent_events(id).await?;
+    let events = state.store().consent_events(id).await?;
     Ok(Json(json!({ "subscriber_id": id, "events": events })))
 }
 
 async fn stats(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let subscribers = state.store.subscriber_counts().await?;
-    let posts = state.store.post_counts().await?;
-    let deliveries = state.store.delivery_counts().await?;
+    let subscribers = state.store().subscriber_counts().await?;
+    let posts = state.store().post_counts().await?;
+    let deliveries = state.store().delivery_counts().await?;
     Ok(Json(json!({
         "subscribers": subscribers,
         "posts": posts,

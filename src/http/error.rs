@@ -6,6 +6,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::newsletter::NewsletterError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or wrong bearer token")]
@@ -33,6 +35,23 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         ApiError::internal(error)
+    }
+}
+
+/// What a script is told when the service says no; a failure is internal.
+impl From<NewsletterError> for ApiError {
+    fn from(error: NewsletterError) -> Self {
+        match error {
+            NewsletterError::NothingToSend => ApiError::Conflict(
+                "Nothing to send: the queue has no post for anyone, or there are no confirmed \
+                 subscribers."
+                    .into(),
+            ),
+            NewsletterError::NoSuchPost(id) => {
+                ApiError::NotFound(format!("There is no post {id}."))
+            }
+            NewsletterError::Render(_) | NewsletterError::Store(_) => ApiError::internal(error),
+        }
     }
 }
 

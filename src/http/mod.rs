@@ -11,21 +11,18 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::Notify;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::delivery::compose::Composer;
 use crate::domain::consent::ConsentContext;
+use crate::links::{CONFIRM_PATH, UNSUBSCRIBE_PATH};
 use crate::metrics::Metrics;
+use crate::newsletter::Newsletter;
 use crate::render::{Page, RenderError, Templates};
 use crate::schedule::Scheduler;
-use crate::signups::Signups;
 use crate::store::SharedStore;
-use crate::tokens::TokenKey;
 
 mod admin;
 mod error;
@@ -33,19 +30,17 @@ mod public;
 
 pub use error::{ApiError, PageError};
 
+/// The service the handlers call, and what only HTTP needs besides.
 pub struct AppState {
-    pub store: SharedStore,
+    pub newsletter: Arc<Newsletter>,
+    /// For the admin token and the proxy rule.
     pub settings: Arc<Settings>,
     pub templates: Arc<Templates>,
-    pub composer: Arc<Composer>,
-    pub scheduler: Arc<Scheduler>,
-    pub token_key: TokenKey,
-    pub clock: SharedClock,
-    pub wake_worker: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
-    pub signup_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    pub signups: Signups,
     pub pages: StaticPages,
+    pub signup_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    pub metrics: Arc<Metrics>,
+    /// For `next_send_at` in the stats and metrics.
+    pub scheduler: Arc<Scheduler>,
 }
 
 /// The pages whose content never changes while the daemon runs: the signup
@@ -73,6 +68,14 @@ impl StaticPages {
 
 pub type SharedState = Arc<AppState>;
 
+impl AppState {
+    /// For the handlers that only read (lists, counts, health): those
+    /// have no rule beyond their query.
+    pub fn store(&self) -> &SharedStore {
+        self.newsletter.store()
+    }
+}
+
 pub fn signup_limiter(per_hour: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
     NonZeroU32::new(per_hour).map(|burst| {
         let quota = Quota::with_period(Duration::from_secs(3600) / burst.get())
@@ -86,9 +89,9 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/", get(public::signup_page))
         .route("/subscribe", post(public::subscribe))
-        .route("/confirm", get(public::confirm))
+        .route(CONFIRM_PATH, get(public::confirm))
         .route(
-            "/unsubscribe",
+            UNSUBSCRIBE_PATH,
             get(public::unsubscribe_page).post(public::unsubscribe),
         )
         .route("/healthz", get(public::health))

@@ -9,11 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ClientInfo, PageError, SharedState};
-use crate::delivery::compose::CONFIRMATION_TTL_HOURS;
-use crate::domain::signup::{ConfirmOutcome, SignupOutcome, SignupRequest};
+use crate::domain::signup::ConfirmOutcome;
 use crate::domain::subscriber::{EmailAddress, SubscriberName, UnsubscribeOutcome};
+use crate::links::CONFIRMATION_TTL_HOURS;
 use crate::render::Page;
-use crate::tokens::TokenPurpose;
 
 fn page(
     state: &SharedState,
@@ -152,21 +151,10 @@ pub async fn subscribe(
         Ok(name) => name,
         Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
     };
-    let outcome = state
-        .signups
-        .sign_up(SignupRequest {
-            email,
-            name,
-            consent: client.consent(),
-            now: state.clock.now(),
-            confirmation_ttl: chrono::Duration::hours(CONFIRMATION_TTL_HOURS),
-            resend_window: chrono::Duration::from_std(state.settings.http.confirmation_window)
-                .unwrap_or_default(),
-        })
+    state
+        .newsletter
+        .sign_up(email, name, client.consent())
         .await?;
-    if let SignupOutcome::ConfirmationQueued { .. } = outcome {
-        state.wake_worker.notify_one();
-    }
     // The same answer whatever the address's state, so nobody can probe the list.
     reply.accepted()
 }
@@ -184,22 +172,9 @@ pub async fn confirm(
     client: ClientInfo,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let confirmation_id = query
-        .token
-        .as_deref()
-        .and_then(|token| state.token_key.verify(TokenPurpose::Confirm, token));
-    let Some(confirmation_id) = confirmation_id else {
-        return error_page(
-            &state,
-            StatusCode::NOT_FOUND,
-            "Link not found",
-            LINK_NOT_FOUND,
-            true,
-        );
-    };
     match state
-        .store
-        .confirm(confirmation_id, client.consent(), state.clock.now())
+        .newsletter
+        .confirm(query.token.as_deref(), client.consent())
         .await?
     {
         ConfirmOutcome::Confirmed { .. } => page(
@@ -219,8 +194,10 @@ pub async fn confirm(
             &state,
             StatusCode::GONE,
             "This link has expired",
-            "Confirmation links work for 72 hours, and this one is older. Subscribe again \
-             and we will send you a fresh link.",
+            &format!(
+                "Confirmation links work for {CONFIRMATION_TTL_HOURS} hours, and this one is \
+                 older. Subscribe again and we will send you a fresh link."
+            ),
             true,
         ),
         ConfirmOutcome::AlreadyUsed => error_page(
@@ -234,23 +211,16 @@ pub async fn confirm(
     }
 }
 
-fn unsubscribe_target(state: &SharedState, query: &TokenQuery) -> Option<i64> {
-    query
-        .token
-        .as_deref()
-        .and_then(|token| state.token_key.verify(TokenPurpose::Unsubscribe, token))
-}
-
 /// Shows a button and changes nothing: link scanners prefetch GETs.
 pub async fn unsubscribe_page(
     State(state): State<SharedState>,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let known = match unsubscribe_target(&state, &query) {
-        Some(subscriber_id) => state.store.subscriber_exists(subscriber_id).await?,
-        None => false,
-    };
-    if !known {
+    let works = state
+        .newsletter
+        .unsubscribe_link_works(query.token.as_deref())
+        .await?;
+    if !works {
         return error_page(
             &state,
             StatusCode::NOT_FOUND,
@@ -273,18 +243,9 @@ pub async fn unsubscribe(
     client: ClientInfo,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let Some(subscriber_id) = unsubscribe_target(&state, &query) else {
-        return error_page(
-            &state,
-            StatusCode::NOT_FOUND,
-            "Link not found",
-            LINK_NOT_FOUND,
-            true,
-        );
-    };
     match state
-        .store
-        .unsubscribe(subscriber_id, client.consent(), state.clock.now())
+        .newsletter
+        .unsubscribe(query.token.as_deref(), client.consent())
         .await?
     {
         UnsubscribeOutcome::Unknown => error_page(
@@ -305,7 +266,7 @@ pub async fn unsubscribe(
 
 pub async fn health(State(state): State<SharedState>) -> Response {
     let answered =
-        tokio::time::timeout(std::time::Duration::from_secs(3), state.store.ping()).await;
+        tokio::time::timeout(std::time::Duration::from_secs(3), state.store().ping()).await;
     match answered {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
         Ok(Err(error)) => {
@@ -328,8 +289,9 @@ fn unavailable() -> Response {
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> Result<Response, super::ApiError> {
-    let subscribers = state.store.subscriber_counts().await?;
-    let deliveries = state.store.delivery_counts().await?;
+    let store = state.store();
+    let subscribers = store.subscriber_counts().await?;
+    let deliveries = store.delivery_counts().await?;
     let next = state.scheduler.next_send_at().map(|at| at.timestamp());
     let body = state.metrics.render(&subscribers, &deliveries, next);
     Ok((

@@ -61,7 +61,7 @@ async fn every_admin_route_needs_the_right_token(backend: Backend) {
         }
     }
     // Sending with a wrong token must not have done anything.
-    assert_eq!(app.state.store.list_posts().await.unwrap().len(), 0);
+    assert_eq!(app.state.store().list_posts().await.unwrap().len(), 0);
 }
 
 async fn an_unset_token_disables_the_admin_api_with_503(backend: Backend) {

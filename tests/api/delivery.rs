@@ -58,7 +58,8 @@ async fn an_issue_goes_to_every_confirmed_subscriber_and_nobody_else(backend: Ba
         .id;
     let link = app
         .state
-        .composer
+        .newsletter
+        .links()
         .unsubscribe_url(gone_id)
         .replace(&app.settings.newsletter.base_url, &app.address);
     app.client.post(link).send().await.unwrap();
@@ -210,7 +211,8 @@ async fn unsubscribing_before_the_send_gives_skipped(backend: Backend) {
         .unwrap();
     let link = app
         .state
-        .composer
+        .newsletter
+        .links()
         .unsubscribe_url(reader1.id)
         .replace(&app.settings.newsletter.base_url, &app.address);
     assert_eq!(app.client.post(link).send().await.unwrap().status(), 200);
@@ -218,7 +220,7 @@ async fn unsubscribing_before_the_send_gives_skipped(backend: Backend) {
     let server = MailServer::start_on(port);
     app.clock.advance(chrono::Duration::minutes(10));
     app.wait_until_idle().await;
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!(counts.skipped, 1, "{counts:?}");
     assert_eq!(counts.sent, 1, "{counts:?}");
     assert!(server.received_by("reader1@example.com").is_empty());
@@ -240,7 +242,7 @@ async fn a_4xx_is_retried_and_then_delivered(backend: Backend) {
     app.wait_until_idle().await;
     assert_eq!(mails.len(), 1, "delivered once");
     assert_eq!(app.mail.attempts_for("reader1@example.com"), 3);
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!(counts.sent, 1);
     assert_eq!(counts.failed, 0);
 }
@@ -283,7 +285,7 @@ async fn a_5xx_fails_and_three_bounces_mark_the_subscriber(backend: Backend) {
         3,
         "a 5xx is never retried"
     );
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!(counts.failed, 3);
     assert_eq!(counts.sent, 3);
     // The consent log says once why they stopped getting email.
@@ -293,7 +295,7 @@ async fn a_5xx_fails_and_three_bounces_mark_the_subscriber(backend: Backend) {
         .into_iter()
         .find(|subscriber| subscriber.email == "reader1@example.com")
         .unwrap();
-    let events = app.state.store.consent_events(bounced.id).await.unwrap();
+    let events = app.state.store().consent_events(bounced.id).await.unwrap();
     let bounces: Vec<_> = events
         .iter()
         .filter(|event| event.kind == ConsentKind::Bounced)
@@ -319,13 +321,13 @@ async fn a_4xx_is_not_retried_forever(backend: Backend) {
     app.send_now().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let counts = app.state.store.delivery_counts().await.unwrap();
+        let counts = app.state.store().delivery_counts().await.unwrap();
         if counts.failed == 1 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{counts:?}");
         app.clock.advance(chrono::Duration::hours(2));
-        app.state.wake_worker.notify_one();
+        app.state.newsletter.wake_worker();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
@@ -350,7 +352,7 @@ async fn create_issue_and_claim(
     owner: &str,
     count: usize,
 ) -> Vec<tidings::domain::delivery::ClaimedDelivery> {
-    let store = &app.state.store;
+    let store = app.state.store();
     let now = app.clock.now();
     store
         .create_issue(tidings::domain::issue::NewIssue {
@@ -390,7 +392,7 @@ async fn an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(backend: 
     .await;
     app.add_confirmed(1).await;
     app.enqueue("Tip", "Body").await;
-    let store = &app.state.store;
+    let store = app.state.store();
     let claimed = create_issue_and_claim(&app, "crashed-worker", 1).await;
     assert_eq!(claimed.len(), 1);
     let server = MailServer::start_on(port);
@@ -425,7 +427,7 @@ async fn outcomes_written_together_each_count_once(backend: Backend) {
     let app = spawn_with(options, |_| {}).await;
     app.add_confirmed(3).await;
     app.enqueue("Tip", "Body").await;
-    let store = &app.state.store;
+    let store = app.state.store();
     let now = app.clock.now();
     let claimed = create_issue_and_claim(&app, "worker-a", 3).await;
     assert_eq!(claimed.len(), 3);
@@ -502,7 +504,7 @@ async fn sigterm_drains_the_sends_in_flight(backend: Backend) {
     app.enqueue("Tip", "Body").await;
     app.send_now().await;
     app.mail.wait_for_total(1).await;
-    let store = app.state.store.clone();
+    let store = app.state.store().clone();
     let mail = app.mail.clone();
     let _database = app.stop().await;
     // Whatever the server accepted is recorded as sent; nothing is left leased.
@@ -532,12 +534,12 @@ async fn an_unreachable_server_costs_no_delivery_an_attempt(backend: Backend) {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!(counts.failed, 0, "{counts:?}");
 
     let server = MailServer::start_on(port);
     server.wait_for_total(5).await;
     app.wait_until_idle().await;
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!((counts.sent, counts.failed), (5, 0), "{counts:?}");
 }

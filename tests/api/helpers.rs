@@ -484,7 +484,7 @@ impl TestApp {
     /// Every subscriber, in id order.
     pub async fn subscribers(&self) -> Vec<tidings::domain::subscriber::Subscriber> {
         self.state
-            .store
+            .store()
             .list_subscribers(tidings::domain::subscriber::SubscriberQuery {
                 limit: 10_000,
                 ..Default::default()
@@ -501,7 +501,7 @@ impl TestApp {
     /// Adds `count` confirmed subscribers `reader{n}@example.com` in bulk.
     pub async fn add_confirmed(&self, count: u64) {
         self.state
-            .store
+            .store()
             .bulk_insert_confirmed(count, "reader", "example.com", self.clock.now())
             .await
             .unwrap();
@@ -536,7 +536,7 @@ impl TestApp {
     pub async fn wait_until_idle(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let counts = self.state.store.delivery_counts().await.unwrap();
+            let counts = self.state.store().delivery_counts().await.unwrap();
             if counts.unfinished() == 0 {
                 return;
             }
@@ -544,7 +544,7 @@ impl TestApp {
                 Instant::now() < deadline,
                 "deliveries still unfinished: {counts:?}"
             );
-            self.state.wake_worker.notify_one();
+            self.state.newsletter.wake_worker();
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

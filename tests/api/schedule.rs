@@ -37,15 +37,13 @@ async fn app_with_schedule(backend: Backend, cron: &str, timezone: &str) -> Test
 /// another instance.
 fn another_scheduler(app: &TestApp) -> Arc<Scheduler> {
     Arc::new(Scheduler::new(
-        app.state.store.clone(),
+        app.state.newsletter.clone(),
         app.settings.schedule.clone(),
-        app.clock.clone(),
-        app.state.wake_worker.clone(),
     ))
 }
 
 async fn issue_count(app: &TestApp) -> i64 {
-    app.state.store.post_counts().await.unwrap().sent
+    app.state.store().post_counts().await.unwrap().sent
 }
 
 async fn a_dst_fall_back_slot_that_fires_twice_is_one_issue(backend: Backend) {
@@ -160,7 +158,7 @@ async fn an_empty_queue_at_a_tick_sends_nothing(backend: Backend) {
         matches!(outcome, TickOutcome::NothingToSend { .. }),
         "{outcome:?}"
     );
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!(counts.total(), 0);
 }
 
@@ -198,7 +196,7 @@ async fn a_tick_sends_the_next_post_to_confirmed_subscribers(backend: Backend) {
         .received()
         .iter()
         .all(|mail| mail.subject() == "First in line"));
-    let posts = app.state.store.list_posts().await.unwrap();
+    let posts = app.state.store().list_posts().await.unwrap();
     assert_eq!(posts[0].status.as_str(), "sent");
     assert_eq!(posts[1].status.as_str(), "queued");
 }

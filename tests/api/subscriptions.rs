@@ -257,7 +257,7 @@ async fn resubscribing_goes_through_double_opt_in_again(backend: Backend) {
         .find(|subscriber| subscriber.email == "back@example.com")
         .unwrap()
         .id;
-    let unsubscribe = app.state.composer.unsubscribe_url(subscriber_id);
+    let unsubscribe = app.state.newsletter.links().unsubscribe_url(subscriber_id);
     let local = unsubscribe.replace(&app.settings.newsletter.base_url, &app.address);
     assert_eq!(app.client.post(&local).send().await.unwrap().status(), 200);
     assert_eq!(
@@ -303,7 +303,7 @@ async fn an_smtp_outage_delays_the_confirmation_but_never_loses_it(backend: Back
 
     // Let a few attempts fail against the closed port.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let counts = app.state.store.delivery_counts().await.unwrap();
+    let counts = app.state.store().delivery_counts().await.unwrap();
     assert_eq!(counts.sent, 0);
     assert_eq!(counts.failed, 0);
     assert_eq!(counts.unfinished(), 1, "the email waits in the outbox");
@@ -380,7 +380,12 @@ async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(back
         .iter()
         .filter(|s| s.email.as_str() != "member@example.com")
     {
-        let events = app.state.store.consent_events(subscriber.id).await.unwrap();
+        let events = app
+            .state
+            .store()
+            .consent_events(subscriber.id)
+            .await
+            .unwrap();
         let signups = events
             .iter()
             .filter(|event| event.kind == ConsentKind::Signup)
@@ -413,7 +418,7 @@ async fn one_group_answers_each_signup_as_if_it_were_alone(backend: Backend) {
         request("new@example.com"),
         request("other@example.com"),
     ];
-    let outcomes = app.state.store.signup_group(&group).await.unwrap();
+    let outcomes = app.state.store().signup_group(&group).await.unwrap();
     let SignupOutcome::ConfirmationQueued { subscriber_id: new } = outcomes[0] else {
         panic!("a new address gets a confirmation: {outcomes:?}");
     };
@@ -430,7 +435,7 @@ async fn one_group_answers_each_signup_as_if_it_were_alone(backend: Backend) {
         panic!("another new address gets a confirmation: {outcomes:?}");
     };
     assert_ne!(new, other);
-    app.state.wake_worker.notify_one();
+    app.state.newsletter.wake_worker();
     app.mail.wait_for("new@example.com", 1).await;
     app.mail.wait_for("other@example.com", 1).await;
     app.wait_until_idle().await;

@@ -75,7 +75,7 @@ async fn the_unsubscribe_page_changes_nothing_until_the_button(backend: Backend)
     let app = spawn_app(backend).await;
     app.subscribe_and_confirm("scanned@example.com").await;
     let id = app.subscribers().await[0].id;
-    let link = local(&app, &app.state.composer.unsubscribe_url(id));
+    let link = local(&app, &app.state.newsletter.links().unsubscribe_url(id));
     for _ in 0..3 {
         let response = app.client.get(&link).send().await.unwrap();
         assert_eq!(response.status(), 200);
@@ -91,7 +91,7 @@ async fn one_click_unsubscribe_is_idempotent_and_never_redirects(backend: Backen
     let app = spawn_app(backend).await;
     app.subscribe_and_confirm("leaving@example.com").await;
     let id = app.subscribers().await[0].id;
-    let link = local(&app, &app.state.composer.unsubscribe_url(id));
+    let link = local(&app, &app.state.newsletter.links().unsubscribe_url(id));
     // RFC 8058 clients post multipart or urlencoded, with no cookies or auth.
     let form = reqwest::multipart::Form::new().text("List-Unsubscribe", "One-Click");
     let response = app.client.post(&link).multipart(form).send().await.unwrap();
@@ -119,7 +119,7 @@ async fn unknown_unsubscribe_tokens_get_404(backend: Backend) {
         assert_eq!(app.client.post(&url).send().await.unwrap().status(), 404);
     }
     // A well-formed token for a subscriber who does not exist.
-    let link = local(&app, &app.state.composer.unsubscribe_url(999_999));
+    let link = local(&app, &app.state.newsletter.links().unsubscribe_url(999_999));
     assert_eq!(app.client.post(&link).send().await.unwrap().status(), 404);
 }
 
@@ -143,10 +143,10 @@ async fn the_consent_log_records_who_and_from_where(backend: Backend) {
         .await
         .unwrap();
     let id = app.subscribers().await[0].id;
-    let link = local(&app, &app.state.composer.unsubscribe_url(id));
+    let link = local(&app, &app.state.newsletter.links().unsubscribe_url(id));
     app.client.post(&link).send().await.unwrap();
 
-    let events = app.state.store.consent_events(id).await.unwrap();
+    let events = app.state.store().consent_events(id).await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
     assert_eq!(kinds, ["signup", "confirm", "unsubscribe"]);
     assert_eq!(events[0].ip.as_deref(), Some("127.0.0.1"));

@@ -1,0 +1,277 @@
+//! The service layer: what the newsletter does, whichever door a request
+//! comes through. HTTP handlers and CLI commands both call [`Newsletter`],
+//! so each step (sign up, confirm, unsubscribe, add a post, send now) is
+//! written once, and the delivery worker is woken in one place: whoever
+//! queues email here never has to remember to wake it.
+//!
+//! Parsing raw input stays at the edges (they know how to answer a bad
+//! form); rate limits and honeypots are HTTP's. Errors are one
+//! [`NewsletterError`]: the HTTP edge turns it into a response, the CLI
+//! adds context.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::delivery::compose::{ComposeError, Composer};
+use crate::delivery::{new_owner, DeliveryWorker, WorkerSettings};
+use crate::domain::consent::ConsentContext;
+use crate::domain::issue::{CreateIssueOutcome, IssueCreated, NewIssue, ScheduleMode};
+use crate::domain::post::{NewPost, Post};
+use crate::domain::signup::{ConfirmOutcome, SignupOutcome, SignupRequest};
+use crate::domain::subscriber::{
+    AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberStatus,
+    UnsubscribeOutcome,
+};
+use crate::links::{self, Links};
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+use crate::signups::{SignupWriter, Signups};
+use crate::store::{SharedStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NewsletterError {
+    #[error(
+        "nothing to send: the queue has no post for anyone, or there are no confirmed subscribers"
+    )]
+    NothingToSend,
+    #[error("there is no post {0}")]
+    NoSuchPost(i64),
+    #[error("cannot render the post")]
+    Render(#[source] ComposeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type NewsletterResult<T> = Result<T, NewsletterError>;
+
+/// The delivery worker's wake-up. Only this module rings it, right after
+/// it has queued email; the worker waits on it between polls.
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    fn ring(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next ring (or at once for one nobody heard yet).
+    pub async fn rung(&self) {
+        self.0.notified().await;
+    }
+}
+
+pub struct Newsletter {
+    store: SharedStore,
+    clock: SharedClock,
+    links: Links,
+    composer: Arc<Composer>,
+    signups: Signups,
+    wake: Wake,
+    mode: ScheduleMode,
+    /// At most one confirmation email per address within this window.
+    resend_window: chrono::Duration,
+}
+
+impl Newsletter {
+    /// The service, and the signup writer it signs people up through: run
+    /// the writer (and watch it) wherever signups are taken.
+    pub fn new(
+        store: SharedStore,
+        clock: SharedClock,
+        links: Links,
+        composer: Arc<Composer>,
+        settings: &Settings,
+    ) -> (Self, SignupWriter) {
+        let (signups, writer) = Signups::new(store.clone());
+        let newsletter = Self {
+            store,
+            clock,
+            links,
+            composer,
+            signups,
+            wake: Wake::default(),
+            mode: settings.schedule.mode,
+            resend_window: chrono::Duration::from_std(settings.http.confirmation_window)
+                .unwrap_or_default(),
+        };
+        (newsletter, writer)
+    }
+
+    /// For what has no rule beyond the query itself: lists, counts, health.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// A signup through the public form. The outcome is for logs and tests:
+    /// the edge must answer the same whatever it is, so nobody can probe
+    /// the list.
+    pub async fn sign_up(
+        &self,
+        email: EmailAddress,
+        name: Option<SubscriberName>,
+        consent: ConsentContext,
+    ) -> NewsletterResult<SignupOutcome> {
+        let outcome = self
+            .signups
+            .sign_up(SignupRequest {
+                email,
+                name,
+                consent,
+                now: self.clock.now(),
+                confirmation_ttl: links::confirmation_ttl(),
+                resend_window: self.resend_window,
+            })
+            .await?;
+        if let SignupOutcome::ConfirmationQueued { .. } = outcome {
+            self.wake.ring();
+        }
+        Ok(outcome)
+    }
+
+    /// Follows a confirmation link; a token we did not issue is `Unknown`.
+    pub async fn confirm(
+        &self,
+        token: Option<&str>,
+        consent: ConsentContext,
+    ) -> NewsletterResult<ConfirmOutcome> {
+        let Some(confirmation_id) = self.links.confirmation_id(token) else {
+            return Ok(ConfirmOutcome::Unknown);
+        };
+        Ok(self
+            .store
+            .confirm(confirmation_id, consent, self.clock.now())
+            .await?)
+    }
+
+    /// Whether an unsubscribe link names someone on the list, for the page
+    /// that shows the button. Changes nothing.
+    pub async fn unsubscribe_link_works(&self, token: Option<&str>) -> NewsletterResult<bool> {
+        match self.links.subscriber_id(token) {
+            Some(subscriber_id) => Ok(self.store.subscriber_exists(subscriber_id).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Follows an unsubscribe link; a token we did not issue is `Unknown`.
+    pub async fn unsubscribe(
+        &self,
+        token: Option<&str>,
+        consent: ConsentContext,
+    ) -> NewsletterResult<UnsubscribeOutcome> {
+        let Some(subscriber_id) = self.links.subscriber_id(token) else {
+            return Ok(UnsubscribeOutcome::Unknown);
+        };
+        Ok(self
+            .store
+            .unsubscribe(subscriber_id, consent, self.clock.now())
+            .await?)
+    }
+
+    /// An operator adds someone (CLI `subscriber add`, `import`). A pending
+    /// one gets a confirmation email, like a signup.
+    pub async fn add_subscriber(
+        &self,
+        email: EmailAddress,
+        name: Option<SubscriberName>,
+        status: SubscriberStatus,
+        source: OperatorSource,
+    ) -> NewsletterResult<AddOutcome> {
+        let outcome = self
+            .store
+            .add_subscriber(OperatorSubscriber {
+                email,
+                name,
+                status,
+                source,
+                now: self.clock.now(),
+                confirmation_ttl: links::confirmation_ttl(),
+            })
+            .await?;
+        if let AddOutcome::Added {
+            confirmation_queued: true,
+            ..
+        } = outcome
+        {
+            self.wake.ring();
+        }
+        Ok(outcome)
+    }
+
+    /// Puts a post at the end of the queue.
+    pub async fn add_post(&self, post: &NewPost) -> NewsletterResult<Post> {
+        Ok(self.store.insert_post(post, self.clock.now()).await?)
+    }
+
+    /// The post's HTML exactly as a subscriber would see it.
+    pub async fn preview(&self, post_id: i64) -> NewsletterResult<String> {
+        match self.composer.preview(post_id).await {
+            Ok(html) => Ok(html),
+            Err(ComposeError::MissingPost(_)) => Err(NewsletterError::NoSuchPost(post_id)),
+            Err(error) => Err(NewsletterError::Render(error)),
+        }
+    }
+
+    /// Sends the next queued post now, as a schedule tick would.
+    pub async fn send_now(&self) -> NewsletterResult<IssueCreated> {
+        match self
+            .start_issue(NewIssue::manual(self.mode, self.clock.now()))
+            .await?
+        {
+            CreateIssueOutcome::Created(created) => Ok(created),
+            // A manual key is fresh, so `SlotTaken` cannot happen; if it
+            // did, there would be nothing for this call to send either.
+            CreateIssueOutcome::NothingToSend | CreateIssueOutcome::SlotTaken => {
+                Err(NewsletterError::NothingToSend)
+            }
+        }
+    }
+
+    /// Creates an issue with its deliveries (idempotent per slot) and wakes
+    /// the worker when there is something to send. The scheduler's way in.
+    pub async fn start_issue(&self, issue: NewIssue) -> NewsletterResult<CreateIssueOutcome> {
+        let outcome = self.store.create_issue(issue).await?;
+        if let CreateIssueOutcome::Created(_) = outcome {
+            self.wake.ring();
+        }
+        Ok(outcome)
+    }
+
+    /// Tells the worker to look for due email now rather than at its next
+    /// poll, for work that became due without passing through here (a
+    /// retry whose time came because a test moved the clock on).
+    pub fn wake_worker(&self) {
+        self.wake.ring();
+    }
+
+    /// A delivery worker for this newsletter, woken by it.
+    pub fn delivery_worker(
+        &self,
+        mailer: Arc<Mailer>,
+        settings: WorkerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<DeliveryWorker> {
+        Arc::new(DeliveryWorker {
+            store: self.store.clone(),
+            mailer,
+            composer: self.composer.clone(),
+            settings,
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+            metrics,
+            owner: new_owner(),
+            breaker: Default::default(),
+        })
+    }
+}
