@@ -2,6 +2,7 @@
 //! at start, and runs the HTTP server, scheduler and delivery worker until
 //! told to stop.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::render::Templates;
 use crate::schedule::Scheduler;
 use crate::signups::SignupWriter;
 use crate::store;
+use crate::supervisor::Supervisor;
 
 /// Everything but the HTTP listener: what the CLI commands share with `serve`.
 pub struct Services {
@@ -184,7 +186,9 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `shutdown`, then drains the sends in flight.
+    /// Serves until `shutdown`, then drains the sends in flight and returns
+    /// `Ok`. If the worker, the scheduler or the signup writer dies first,
+    /// it stops the rest the same way and returns an error naming it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let settings = &self.state.settings;
         tracing::info!(
@@ -198,24 +202,154 @@ impl Application {
             timezone = %settings.schedule.timezone,
             "tidings is running"
         );
-        tokio::spawn(self.signup_writer.run(CancellationToken::new()));
-        let worker = tokio::spawn(self.worker.run(shutdown.clone()));
-        let scheduler = self
-            .options
-            .run_scheduler
-            .then(|| tokio::spawn(self.state.scheduler.clone().run(shutdown.clone())));
+        // Cancelled by the caller's shutdown, or by us when a task dies.
+        let stop = shutdown.child_token();
+        // Requests still being answered may be signing people up, so the
+        // writer stops only once the server has finished them.
+        let writer_stop = CancellationToken::new();
+        let mut tasks = Supervisor::default();
+        tasks.spawn("the delivery worker", &stop, self.worker.run(stop.clone()));
+        if self.options.run_scheduler {
+            tasks.spawn(
+                "the scheduler",
+                &stop,
+                self.state.scheduler.clone().run(stop.clone()),
+            );
+        }
+        tasks.spawn(
+            "the signup writer",
+            &writer_stop,
+            self.signup_writer.run(writer_stop.clone()),
+        );
+
         let app = http::router(self.state.clone());
-        axum::serve(
+        let server = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("the HTTP server failed")?;
-        if let Some(scheduler) = scheduler {
-            let _ = scheduler.await;
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+        let mut server = std::pin::pin!(server);
+        let mut failure = None;
+        let served = tokio::select! {
+            served = &mut server => served,
+            died = tasks.first_failure() => {
+                tracing::error!(error = %died, "stopping: a part of the daemon died");
+                failure = Some(anyhow::Error::from(died));
+                stop.cancel();
+                server.await
+            }
+        };
+        // The server ends early only on an error; the rest stop with it.
+        stop.cancel();
+        if let Err(error) = served.context("the HTTP server failed") {
+            tracing::error!(error = ?error, "stopping: the HTTP server failed");
+            failure.get_or_insert(error);
         }
-        let _ = worker.await;
-        Ok(())
+        writer_stop.cancel();
+        for died in tasks.join_all().await {
+            tracing::error!(error = %died, "a part of the daemon died while stopping");
+            failure.get_or_insert(died.into());
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::DatabaseSettings;
+
+    /// Long enough for a slow machine; the tests wait on events, not on this.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Real time until told to break; then every reading panics, as a bug
+    /// in whatever reads it would.
+    #[derive(Default)]
+    struct BreakableClock(AtomicBool);
+
+    impl Clock for BreakableClock {
+        fn now(&self) -> DateTime<Utc> {
+            assert!(!self.0.load(Ordering::SeqCst), "the clock broke");
+            Utc::now()
+        }
+    }
+
+    /// A daemon on a SQLite file, writing emails to an outbox folder.
+    async fn daemon(dir: &tempfile::TempDir, clock: SharedClock) -> Application {
+        let mut settings = crate::config::defaults();
+        settings.http.bind = "127.0.0.1:0".parse().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tidings.db").display());
+        settings.database = DatabaseSettings::from_url(&url, 2).unwrap();
+        settings.smtp.url = None;
+        settings.smtp.outbox_dir = dir.path().join("outbox");
+        settings.templates.dir = "/nonexistent-templates".into();
+        let options = AppOptions {
+            clock,
+            run_scheduler: false,
+            seed_first_series: false,
+        };
+        Application::build(settings, options).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_dies_stops_the_daemon_with_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(BreakableClock::default());
+        let app = daemon(&dir, clock.clone()).await;
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(app.run(shutdown.clone()));
+        // Nothing else reads the clock while no request comes in and the
+        // scheduler is off: the worker does, each time it looks for work.
+        clock.0.store(true, Ordering::SeqCst);
+        let error = tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("the daemon stops by itself")
+            .unwrap()
+            .expect_err("a dead worker is an error");
+        assert_eq!(
+            format!("{error:#}"),
+            "the delivery worker panicked: the clock broke"
+        );
+        assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signal_stops_the_daemon_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = daemon(&dir, crate::clock::system()).await;
+        let address = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(app.run(shutdown.clone()));
+        // Every part at work first: a signup goes through the writer, and
+        // the worker writes its confirmation to the outbox.
+        let answer = reqwest::Client::new()
+            .post(format!("http://{address}/subscribe"))
+            .json(&serde_json::json!({ "email": "reader@example.com" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        let outbox = dir.path().join("outbox");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::fs::read_dir(&outbox).map_or(0, |files| files.count()) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no confirmation email"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("the daemon stops when told")
+            .unwrap()
+            .expect("a requested stop is a clean exit");
     }
 }

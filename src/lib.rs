@@ -15,6 +15,7 @@ pub mod render;
 pub mod schedule;
 pub mod signups;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 
 /// The token key's old home, kept so that `src/store/` (being rewritten
