@@ -26,6 +26,7 @@ use crate::tokens::TokenKey;
 mod message_ids;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 pub mod transfer;
 

@@ -7,6 +7,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::sql::SqlBackend;
 use super::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::config::{Backend, DatabaseSettings};
 

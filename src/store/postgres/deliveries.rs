@@ -2,26 +2,15 @@
 //! lease, outcomes (in `outcomes`), and what a shutdown gives back.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
-use super::{count_by_status, outcomes, PostgresStore};
-use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
+use super::{outcomes, PostgresStore};
+use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::store::rows::{self, ClaimWithRecipient};
-use crate::store::{DeliveryStore, StoreResult};
+use crate::store::sql::DeliverySql;
+use crate::store::StoreResult;
 
 #[async_trait]
-impl DeliveryStore for PostgresStore {
-    async fn reclaim_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'sending' AND lease_until < $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
-    }
-
+impl DeliverySql for PostgresStore {
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         let claimed: Vec<ClaimWithRecipient> = sqlx::query_as(
             "WITH due AS ( \
@@ -70,10 +59,5 @@ impl DeliveryStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
-    }
-
-    async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        let sql = "SELECT status, COUNT(*) AS count FROM deliveries GROUP BY status";
-        rows::delivery_counts(count_by_status(&self.pool, sql, None).await?)
     }
 }

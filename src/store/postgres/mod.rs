@@ -17,15 +17,13 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::rows::StatusCount;
-use super::{Store, StoreError, StoreResult};
+use super::sql::SqlBackend;
+use super::StoreResult;
 use crate::config::{Backend, DatabaseSettings};
-use crate::tokens::TokenKey;
 
 mod deliveries;
 mod issues;
 mod outcomes;
-mod posts;
 mod signup;
 mod subscribers;
 
@@ -43,10 +41,6 @@ impl PostgresStore {
             .connect(&settings.url)
             .await?;
         Ok(Self { pool })
-    }
-
-    async fn write(&self) -> StoreResult<Tx> {
-        Ok(self.pool.begin().await?)
     }
 
     /// For the data transfer between backends, which lives in this module.
@@ -67,48 +61,32 @@ impl PostgresStore {
     }
 }
 
-/// Rows of `SELECT status, COUNT(*) AS count …`, with an optional id bound.
-async fn count_by_status(
-    pool: &PgPool,
-    sql: &str,
-    bind: Option<i64>,
-) -> StoreResult<Vec<StatusCount>> {
-    let mut query = sqlx::query_as::<_, StatusCount>(sql);
-    if let Some(value) = bind {
-        query = query.bind(value);
-    }
-    Ok(query.fetch_all(pool).await?)
-}
-
 #[async_trait]
-impl Store for PostgresStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
+impl SqlBackend for PostgresStore {
+    const KIND: Backend = Backend::Postgres;
+    type Db = Postgres;
+    type Tx<'a> = Tx;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn write(&self) -> StoreResult<Self::Tx<'_>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn commit(tx: Self::Tx<'_>) -> StoreResult<()> {
+        Ok(tx.commit().await?)
+    }
+
+    async fn roll_back(tx: Self::Tx<'_>) -> StoreResult<()> {
+        Ok(tx.rollback().await?)
+    }
+
+    async fn apply_migrations(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await?;
         Ok(())
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn token_key(&self) -> StoreResult<TokenKey> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ('token_key', $1) ON CONFLICT DO NOTHING",
-        )
-        .bind(TokenKey::generate().to_vec())
-        .execute(&self.pool)
-        .await?;
-        let bytes: Vec<u8> =
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'token_key'")
-                .fetch_one(&self.pool)
-                .await?;
-        TokenKey::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt("token key length".into()))
     }
 }

@@ -6,12 +6,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::subscribers::record_consent;
-use super::{PostgresStore, Tx};
-use crate::domain::consent::{ConsentContext, ConsentKind};
+use super::PostgresStore;
 use crate::domain::delivery::DeliveryOutcome;
-use crate::domain::subscriber;
-use crate::store::rows;
+use crate::store::sql::SqlBackend;
+use crate::store::sql::SubscriberWrites;
 use crate::store::StoreResult;
 
 /// Applies `outcomes` to the deliveries `owner` still holds; returns how
@@ -133,57 +131,17 @@ pub(super) async fn record(
             } = outcome
             {
                 if held.remove(id) && *hard_bounce {
-                    count_hard_bounce(&mut tx, *subscriber_id, error, *at).await?;
+                    SubscriberWrites::<sqlx::Postgres>::count_hard_bounce(
+                        &mut tx,
+                        *subscriber_id,
+                        error,
+                        *at,
+                    )
+                    .await?;
                 }
             }
         }
     }
     tx.commit().await?;
     Ok(applied)
-}
-
-#[derive(sqlx::FromRow)]
-struct BounceRow {
-    email: String,
-    status: String,
-    bounce_count: i64,
-}
-
-/// Counts a 5xx against the subscriber, by the domain's bounce rule.
-async fn count_hard_bounce(
-    tx: &mut Tx,
-    subscriber_id: i64,
-    error: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let row: BounceRow = sqlx::query_as(
-        "SELECT email, status, bounce_count FROM subscribers WHERE id = $1 FOR UPDATE",
-    )
-    .bind(subscriber_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let after = subscriber::after_hard_bounce(
-        rows::subscriber_status(&row.status)?,
-        row.bounce_count,
-        error,
-    );
-    sqlx::query("UPDATE subscribers SET bounce_count = $1, status = $2 WHERE id = $3")
-        .bind(after.bounce_count)
-        .bind(after.status.as_str())
-        .bind(subscriber_id)
-        .execute(&mut **tx)
-        .await?;
-    if let Some(detail) = after.consent_detail {
-        record_consent(
-            tx,
-            subscriber_id,
-            &row.email,
-            ConsentKind::Bounced,
-            &ConsentContext::default(),
-            Some(&detail),
-            now,
-        )
-        .await?;
-    }
-    Ok(())
 }

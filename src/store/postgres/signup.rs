@@ -7,16 +7,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::subscribers::{queue_confirmation, record_consent};
-use super::{PostgresStore, Tx};
-use crate::domain::consent::ConsentKind;
-use crate::domain::signup::{
-    self as opt_in, first_of_each_new_address, ExistingSignup, SignupOutcome, SignupRequest,
-    SignupStep,
-};
+use super::PostgresStore;
+use crate::domain::signup::{first_of_each_new_address, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::SubscriberName;
-use crate::store::rows;
-use crate::store::{StoreError, StoreResult};
+use crate::store::sql::SqlBackend;
+use crate::store::sql::SubscriberWrites;
+use crate::store::StoreResult;
 
 pub(super) async fn signup_group(
     store: &PostgresStore,
@@ -36,7 +32,7 @@ pub(super) async fn signup_group(
     for (request, fresh) in requests.iter().zip(fresh) {
         outcomes.push(match fresh {
             Some(subscriber_id) => SignupOutcome::ConfirmationQueued { subscriber_id },
-            None => signup_existing(&mut tx, request).await?,
+            None => SubscriberWrites::<sqlx::Postgres>::signup_existing(&mut tx, request).await?,
         });
     }
     tx.commit().await?;
@@ -117,58 +113,4 @@ async fn sign_up_new_addresses(
 struct NewAddress {
     id: i64,
     email: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct ExistingRow {
-    id: i64,
-    status: String,
-    last_confirmation_sent_at: Option<DateTime<Utc>>,
-}
-
-/// A signup for an address already on the list, in the group's
-/// transaction, by the domain's rule for it.
-async fn signup_existing(tx: &mut Tx, request: &SignupRequest) -> StoreResult<SignupOutcome> {
-    let email = request.email.as_str();
-    let row: Option<ExistingRow> = sqlx::query_as(
-        "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = $1 FOR UPDATE",
-    )
-    .bind(email)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let row = row.ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "subscriber `{email}` conflicted on insert but cannot be read"
-        ))
-    })?;
-    let existing = ExistingSignup {
-        id: row.id,
-        status: rows::subscriber_status(&row.status)?,
-        last_confirmation_sent_at: row.last_confirmation_sent_at,
-    };
-    match opt_in::signup_existing(&existing, request) {
-        SignupStep::Answer(outcome) => return Ok(outcome),
-        SignupStep::SendConfirmation { rename: true } => {
-            sqlx::query("UPDATE subscribers SET name = $1 WHERE id = $2")
-                .bind(request.name.as_ref().map(SubscriberName::as_str))
-                .bind(existing.id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        SignupStep::SendConfirmation { rename: false } => {}
-    }
-    record_consent(
-        tx,
-        existing.id,
-        email,
-        ConsentKind::Signup,
-        &request.consent,
-        None,
-        request.now,
-    )
-    .await?;
-    queue_confirmation(tx, existing.id, request.now, request.confirmation_ttl).await?;
-    Ok(SignupOutcome::ConfirmationQueued {
-        subscriber_id: existing.id,
-    })
 }

@@ -4,27 +4,15 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
-use super::{count_by_status, millis, outcomes, to_json, SqliteStore};
-use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
+use super::{millis, outcomes, to_json, SqliteStore};
+use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::store::rows::{self, ClaimRow, RecipientRow};
-use crate::store::{DeliveryStore, StoreError, StoreResult};
+use crate::store::sql::DeliverySql;
+use crate::store::{StoreError, StoreResult};
 
 #[async_trait]
-impl DeliveryStore for SqliteStore {
-    async fn reclaim_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let mut writer = self.lock().await;
-        let result = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'sending' AND lease_until < ?",
-        )
-        .bind(millis(now))
-        .execute(&mut *writer)
-        .await?;
-        Ok(result.rows_affected())
-    }
-
+impl DeliverySql for SqliteStore {
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut writer = self.lock().await;
         let claimed: Vec<ClaimRow> = sqlx::query_as(
@@ -92,15 +80,5 @@ impl DeliveryStore for SqliteStore {
         .execute(&mut *writer)
         .await?;
         Ok(result.rows_affected())
-    }
-
-    async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        // Counted over the (issue_id, status) index, in its order: no sort
-        // of every row (a GROUP BY status held ~100 MB during a 1M send),
-        // and a tenth of the pages a scan of the table reads.
-        let sql = "SELECT status, SUM(n) AS count FROM \
-                   (SELECT status, COUNT(*) AS n FROM deliveries GROUP BY issue_id, status) \
-                   GROUP BY status";
-        rows::delivery_counts(count_by_status(&self.pool, sql, None).await?)
     }
 }

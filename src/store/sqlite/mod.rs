@@ -15,16 +15,15 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::rows::{Millis, StatusCount};
-use super::{Store, StoreError, StoreResult};
+use super::rows::Millis;
+use super::sql::SqlBackend;
+use super::StoreResult;
 use crate::config::{Backend, DatabaseSettings};
-use crate::tokens::TokenKey;
 
 mod checkpoints;
 mod deliveries;
 mod issues;
 mod outcomes;
-mod posts;
 mod signup;
 mod subscribers;
 #[cfg(test)]
@@ -101,6 +100,14 @@ impl WriteLock<'_> {
         result
     }
 
+    /// Rolls the transaction begun by hand back if `result` failed.
+    async fn finish_if_failed<T>(&mut self, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => self.finish_by_hand(Err(error.into())).await,
+        }
+    }
+
     async fn roll_back_by_hand(&mut self) {
         // Fails harmlessly when the error came before `BEGIN` took effect
         // or SQLite rolled back on its own.
@@ -174,11 +181,6 @@ impl SqliteStore {
         }
         writer
     }
-
-    /// For the data transfer between backends, which lives in this module.
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 /// A write transaction on the locked writer connection.
@@ -186,26 +188,54 @@ async fn begin(writer: &mut SqliteConnection) -> StoreResult<Tx<'_>> {
     Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
-/// Rows of `SELECT status, COUNT(*) AS count …`, with an optional id bound.
-async fn count_by_status(
-    pool: &SqlitePool,
-    sql: &str,
-    bind: Option<i64>,
-) -> StoreResult<Vec<StatusCount>> {
-    let mut query = sqlx::query_as::<_, StatusCount>(sql);
-    if let Some(value) = bind {
-        query = query.bind(value);
+/// A write transaction for the SQL both backends share: the locked writer
+/// with `BEGIN IMMEDIATE` run by hand, so it can own its lock. Dropped
+/// without a commit, the next writer rolls it back (see `lock`).
+pub(super) struct WriteTx<'a>(WriteLock<'a>);
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.0
     }
-    Ok(query.fetch_all(pool).await?)
+}
+
+impl std::ops::DerefMut for WriteTx<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0
+    }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
+impl SqlBackend for SqliteStore {
+    const KIND: Backend = Backend::Sqlite;
+    type Db = Sqlite;
+    type Tx<'a> = WriteTx<'a>;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn write(&self) -> StoreResult<WriteTx<'_>> {
+        let mut writer = self.lock().await;
+        writer.begin_by_hand();
+        let begun = sqlx::query("BEGIN IMMEDIATE").execute(&mut *writer).await;
+        writer.finish_if_failed(begun).await?;
+        Ok(WriteTx(writer))
+    }
+
+    async fn commit(mut tx: WriteTx<'_>) -> StoreResult<()> {
+        let committed = sqlx::query("COMMIT").execute(&mut *tx.0).await;
+        tx.0.finish_by_hand(committed.map(drop).map_err(Into::into))
+            .await
+    }
+
+    async fn roll_back(mut tx: WriteTx<'_>) -> StoreResult<()> {
+        tx.0.roll_back_by_hand().await;
+        Ok(())
+    }
+
+    async fn apply_migrations(&self) -> StoreResult<()> {
         // Through the pool, with the lock held so that nothing else writes:
         // the migrator takes an `Acquire`, which a borrowed connection in
         // this async trait cannot give.
@@ -214,25 +244,5 @@ impl Store for SqliteStore {
             .run(&self.pool)
             .await?;
         Ok(())
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn token_key(&self) -> StoreResult<TokenKey> {
-        let mut writer = self.lock().await;
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(TokenKey::generate().to_vec())
-        .execute(&mut *writer)
-        .await?;
-        let bytes: Vec<u8> =
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'token_key'")
-                .fetch_one(&self.pool)
-                .await?;
-        TokenKey::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt("token key length".into()))
     }
 }

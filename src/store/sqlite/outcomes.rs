@@ -4,16 +4,13 @@
 //! outcome, go in one statement, and a group of nothing but sends is that
 //! statement alone, its own transaction, without `BEGIN` and `COMMIT`.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::subscribers::record_consent;
 use super::{begin, millis, to_json};
-use crate::domain::consent::{ConsentContext, ConsentKind};
 use crate::domain::delivery::{DeliveryOutcome, DeliveryStatus};
-use crate::domain::subscriber;
-use crate::store::rows::{self, Millis};
+use crate::store::rows::Millis;
+use crate::store::sql::SubscriberWrites;
 use crate::store::StoreResult;
 
 #[derive(Serialize)]
@@ -117,7 +114,13 @@ async fn record_one(
     } = outcome
     {
         if held == 1 {
-            count_hard_bounce(connection, *subscriber_id, error, *at).await?;
+            SubscriberWrites::<sqlx::Sqlite>::count_hard_bounce(
+                connection,
+                *subscriber_id,
+                error,
+                *at,
+            )
+            .await?;
         }
     }
     Ok(held)
@@ -142,49 +145,4 @@ async fn close(
     .execute(&mut *connection)
     .await?
     .rows_affected())
-}
-
-#[derive(sqlx::FromRow)]
-struct BounceRow {
-    email: String,
-    status: String,
-    bounce_count: i64,
-}
-
-/// Counts a 5xx against the subscriber, by the domain's bounce rule.
-async fn count_hard_bounce(
-    connection: &mut SqliteConnection,
-    subscriber_id: i64,
-    error: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let row: BounceRow =
-        sqlx::query_as("SELECT email, status, bounce_count FROM subscribers WHERE id = ?")
-            .bind(subscriber_id)
-            .fetch_one(&mut *connection)
-            .await?;
-    let after = subscriber::after_hard_bounce(
-        rows::subscriber_status(&row.status)?,
-        row.bounce_count,
-        error,
-    );
-    sqlx::query("UPDATE subscribers SET bounce_count = ?, status = ? WHERE id = ?")
-        .bind(after.bounce_count)
-        .bind(after.status.as_str())
-        .bind(subscriber_id)
-        .execute(&mut *connection)
-        .await?;
-    if let Some(detail) = after.consent_detail {
-        record_consent(
-            connection,
-            subscriber_id,
-            &row.email,
-            ConsentKind::Bounced,
-            &ConsentContext::default(),
-            Some(&detail),
-            now,
-        )
-        .await?;
-    }
-    Ok(())
 }

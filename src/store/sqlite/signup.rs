@@ -12,16 +12,12 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::subscribers::{queue_confirmation, record_consent};
 use super::{millis, to_json, SqliteStore};
-use crate::domain::consent::ConsentKind;
-use crate::domain::signup::{
-    self as opt_in, first_of_each_new_address, ExistingSignup, SignupOutcome, SignupRequest,
-    SignupStep,
-};
+use crate::domain::signup::{first_of_each_new_address, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::SubscriberName;
-use crate::store::rows::{self, Millis};
-use crate::store::{StoreError, StoreResult};
+use crate::store::rows::Millis;
+use crate::store::sql::SubscriberWrites;
+use crate::store::StoreResult;
 
 #[derive(Serialize)]
 struct NewSubscriber<'a> {
@@ -63,7 +59,7 @@ async fn write_group(
             Some(subscriber_id) => SignupOutcome::ConfirmationQueued {
                 subscriber_id: *subscriber_id,
             },
-            None => signup_existing(writer, request).await?,
+            None => SubscriberWrites::<sqlx::Sqlite>::signup_existing(writer, request).await?,
         });
     }
     queue_first_confirmations_and_commit(writer, requests, &fresh).await?;
@@ -155,61 +151,4 @@ async fn queue_first_confirmations_and_commit(
 struct NewAddress {
     id: i64,
     email: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct ExistingRow {
-    id: i64,
-    status: String,
-    last_confirmation_sent_at: Option<Millis>,
-}
-
-/// A signup for an address already on the list, in the group's
-/// transaction, by the domain's rule for it.
-async fn signup_existing(
-    writer: &mut SqliteConnection,
-    request: &SignupRequest,
-) -> StoreResult<SignupOutcome> {
-    let row: Option<ExistingRow> = sqlx::query_as(
-        "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = ?",
-    )
-    .bind(request.email.as_str())
-    .fetch_optional(&mut *writer)
-    .await?;
-    let row = row.ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "subscriber `{}` conflicted on insert but cannot be read",
-            request.email.as_str()
-        ))
-    })?;
-    let existing = ExistingSignup {
-        id: row.id,
-        status: rows::subscriber_status(&row.status)?,
-        last_confirmation_sent_at: row.last_confirmation_sent_at.map(Into::into),
-    };
-    match opt_in::signup_existing(&existing, request) {
-        SignupStep::Answer(outcome) => return Ok(outcome),
-        SignupStep::SendConfirmation { rename: true } => {
-            sqlx::query("UPDATE subscribers SET name = ? WHERE id = ?")
-                .bind(request.name.as_ref().map(SubscriberName::as_str))
-                .bind(existing.id)
-                .execute(&mut *writer)
-                .await?;
-        }
-        SignupStep::SendConfirmation { rename: false } => {}
-    }
-    record_consent(
-        writer,
-        existing.id,
-        request.email.as_str(),
-        ConsentKind::Signup,
-        &request.consent,
-        None,
-        request.now,
-    )
-    .await?;
-    queue_confirmation(writer, existing.id, request.now, request.confirmation_ttl).await?;
-    Ok(SignupOutcome::ConfirmationQueued {
-        subscriber_id: existing.id,
-    })
 }
