@@ -17,9 +17,3 @@ pub mod signups;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
-
-/// The token key's old home, kept so that `src/store/` (being rewritten
-/// elsewhere) still compiles; new code names `crate::links`.
-pub mod tokens {
-    pub use crate::links::{TokenKey, TokenPurpose, KEY_BYTES};
-}

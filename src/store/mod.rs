@@ -21,7 +21,7 @@ use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
     UnsubscribeOutcome,
 };
-use crate::tokens::TokenKey;
+use crate::links::TokenKey;
 
 mod message_ids;
 mod postgres;

@@ -5,10 +5,10 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 
 use super::{DeliverySql, IssueSql, SubscriberSql};
 use crate::config::Backend;
+use crate::links::TokenKey;
 use crate::store::{
     DeliveryStore, IssueStore, PostStore, Store, StoreError, StoreResult, SubscriberStore,
 };
-use crate::tokens::TokenKey;
 
 #[async_trait]
 impl<B> Store for B
