@@ -128,7 +128,7 @@ for command in "${need[@]}"; do
     command -v "$command" >/dev/null || missing+=("$(package_of "$command")")
 done
 # On a fresh Debian machine, as root, install what is missing (as
-# scripts/test does), so the one command in the README is all it takes.
+# scripts/test does), so the one command in docs/performance.md is all it takes.
 if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     log "installing ${missing[*]}..."

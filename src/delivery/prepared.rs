@@ -4,7 +4,7 @@
 //!
 //! Rendering the issue template through Handlebars and quoted-printable
 //! encoding both parts for every recipient took most of a send's CPU (the
-//! profile in the README's Performance section). Here the template is
+//! profile in docs/performance.md). Here the template is
 //! rendered once per issue with marker values for the reader's name and
 //! link, the output is cut at the markers, and each static piece
 //! is encoded once. A reader's parts are those pieces with their own values,
