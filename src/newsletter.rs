@@ -12,12 +12,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::delivery::compose::{ComposeError, Composer};
-use crate::delivery::{new_owner, DeliveryWorker, WorkerSettings};
+use crate::delivery::{new_owner, DeliveryWorker, Wake, WorkerSettings};
 use crate::domain::consent::ConsentContext;
 use crate::domain::issue::{CreateIssueOutcome, IssueCreated, NewIssue, ScheduleMode};
 use crate::domain::post::{NewPost, Post};
@@ -47,22 +46,6 @@ pub enum NewsletterError {
 }
 
 pub type NewsletterResult<T> = Result<T, NewsletterError>;
-
-/// The delivery worker's wake-up. Only this module rings it, right after
-/// it has queued email; the worker waits on it between polls.
-#[derive(Clone, Default)]
-pub struct Wake(Arc<Notify>);
-
-impl Wake {
-    fn ring(&self) {
-        self.0.notify_one();
-    }
-
-    /// Resolves at the next ring (or at once for one nobody heard yet).
-    pub async fn rung(&self) {
-        self.0.notified().await;
-    }
-}
 
 pub struct Newsletter {
     store: SharedStore,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
@@ -22,11 +22,27 @@ use crate::config::SmtpSettings;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::mailer::{Mailer, SendResult};
 use crate::metrics::Metrics;
-use crate::newsletter::Wake;
 use crate::store::SharedStore;
 
 pub mod compose;
 mod prepared;
+
+/// The delivery worker's wake-up. The service (`crate::newsletter`) rings
+/// it, and only it, right after it has queued email; the worker waits on it
+/// between polls.
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub(crate) fn ring(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next ring (or at once for one nobody heard yet).
+    pub async fn rung(&self) {
+        self.0.notified().await;
+    }
+}
 
 use compose::{Composed, Composer};
 
