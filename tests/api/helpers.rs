@@ -13,36 +13,9 @@ use tidings::config::{self, DatabaseSettings, Settings};
 use tidings::http::SharedState;
 use tokio_util::sync::CancellationToken;
 
-use crate::postgres::PgDatabase;
+pub use crate::database::{Backend, TestDatabase};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs each named `async fn(Backend)` once per backend, as
-/// `<name>::sqlite` and `<name>::postgres`: the same test, not a copy.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
 
 // ---------------------------------------------------------------- SMTP server
 
@@ -319,31 +292,6 @@ impl MailServer {
                 mails.len()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-// ------------------------------------------------------------------ databases
-
-/// The test's database, dropped (or its folder removed) when the test ends.
-pub enum TestDatabase {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] PgDatabase),
-}
-
-impl TestDatabase {
-    pub async fn create(backend: Backend) -> (Self, String) {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("tidings.db").display());
-                (TestDatabase::Sqlite(dir), url)
-            }
-            Backend::Postgres => {
-                let database = PgDatabase::create();
-                let url = database.url.clone();
-                (TestDatabase::Postgres(database), url)
-            }
         }
     }
 }
