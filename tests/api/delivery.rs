@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
-use tidings::clock::Clock;
 use tidings::domain::consent::ConsentKind;
-use tidings::domain::delivery::{ClaimRequest, DeliveryOutcome};
 
 use crate::helpers::{
     free_port, spawn_app, spawn_with, Backend, MailServer, Options, Reply, TestApp,
@@ -24,8 +21,6 @@ on_both_backends!(
     a_dropped_connection_is_retried_with_the_same_message_id,
     a_5xx_fails_and_three_bounces_mark_the_subscriber,
     a_4xx_is_not_retried_forever,
-    an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out,
-    outcomes_written_together_each_count_once,
     sequence_mode_starts_late_joiners_at_tip_one,
     sigterm_drains_the_sends_in_flight,
     an_unreachable_server_costs_no_delivery_an_attempt,
@@ -338,126 +333,6 @@ async fn a_4xx_is_not_retried_forever(backend: Backend) {
         "confirmed",
         "a 4xx is no bounce"
     );
-}
-
-/// Creates the issue directly, so the live worker is not woken for it, and
-/// claims its deliveries as `owner` until `count` are held. The app's own
-/// worker polls every second and may take rows first; with the SMTP server
-/// down it hands them back without using an attempt, and a later try here
-/// gets them.
-async fn create_issue_and_claim(
-    app: &TestApp,
-    owner: &str,
-    count: usize,
-) -> Vec<tidings::domain::delivery::ClaimedDelivery> {
-    let store = &app.state.store;
-    let now = app.clock.now();
-    store
-        .create_issue(tidings::domain::issue::NewIssue {
-            slot_key: "test-slot".into(),
-            slot_at: None,
-            mode: tidings::config::ScheduleMode::Broadcast,
-            now: now - chrono::Duration::seconds(1),
-        })
-        .await
-        .unwrap();
-    let mut claimed = Vec::new();
-    for _ in 0..100 {
-        let request = ClaimRequest {
-            owner: owner.into(),
-            now,
-            lease_until: now + chrono::Duration::seconds(30),
-            limit: 10,
-        };
-        claimed.extend(store.claim_deliveries(request).await.unwrap());
-        if claimed.len() >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    claimed
-}
-
-async fn an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(backend: Backend) {
-    // A worker that claims and then dies: the SMTP server is down, so the
-    // app's own worker cannot finish first.
-    let port = free_port();
-    let mut options = Options::new(backend);
-    options.smtp_port = Some(port);
-    let app = spawn_with(options, |settings| {
-        settings.smtp.retry_base = Duration::from_secs(3600);
-    })
-    .await;
-    app.add_confirmed(1).await;
-    app.enqueue("Tip", "Body").await;
-    let store = &app.state.store;
-    let claimed = create_issue_and_claim(&app, "crashed-worker", 1).await;
-    assert_eq!(claimed.len(), 1);
-    let server = MailServer::start_on(port);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(server.received().is_empty(), "a live lease is respected");
-
-    app.clock.advance(chrono::Duration::minutes(1));
-    let mails = server.wait_for("reader1@example.com", 1).await;
-    assert_eq!(mails.len(), 1);
-    app.wait_until_idle().await;
-    // The crashed worker wakes up and reports: nothing it says counts now.
-    let applied = store
-        .record_outcomes(
-            "crashed-worker",
-            &[DeliveryOutcome::Sent {
-                id: claimed[0].id,
-                reply: "250 stale".into(),
-                at: Utc::now(),
-            }],
-        )
-        .await
-        .unwrap();
-    assert_eq!(applied, 0);
-    assert_eq!(store.delivery_counts().await.unwrap().sent, 1);
-}
-
-async fn outcomes_written_together_each_count_once(backend: Backend) {
-    // The SMTP server is down, so the app's own worker hands back whatever
-    // it claims and this test's claims get the rows.
-    let mut options = Options::new(backend);
-    options.smtp_port = Some(free_port());
-    let app = spawn_with(options, |_| {}).await;
-    app.add_confirmed(3).await;
-    app.enqueue("Tip", "Body").await;
-    let store = &app.state.store;
-    let now = app.clock.now();
-    let claimed = create_issue_and_claim(&app, "worker-a", 3).await;
-    assert_eq!(claimed.len(), 3);
-    let sent = |index: usize| DeliveryOutcome::Sent {
-        id: claimed[index].id,
-        reply: "250 2.0.0 Ok: \"queued\" as 7F3A, ünïcode".into(),
-        at: Utc::now(),
-    };
-    let outcomes = [
-        sent(0),
-        DeliveryOutcome::Retry {
-            id: claimed[1].id,
-            error: "451 try later".into(),
-            next_attempt_at: now + chrono::Duration::hours(1),
-        },
-        sent(2),
-    ];
-    assert_eq!(
-        store.record_outcomes("worker-a", &outcomes).await.unwrap(),
-        3
-    );
-    let counts = store.delivery_counts().await.unwrap();
-    assert_eq!((counts.sent, counts.pending, counts.sending), (2, 1, 0));
-    // Told twice (a retried write), a send still counts once.
-    assert_eq!(
-        store
-            .record_outcomes("worker-a", &outcomes[..1])
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(store.delivery_counts().await.unwrap().sent, 2);
 }
 
 async fn sequence_mode_starts_late_joiners_at_tip_one(backend: Backend) {

@@ -19,7 +19,6 @@ on_both_backends!(
     resubscribing_goes_through_double_opt_in_again,
     an_smtp_outage_delays_the_confirmation_but_never_loses_it,
     a_burst_of_signups_is_written_in_groups_with_one_email_per_address,
-    one_group_answers_each_signup_as_if_it_were_alone,
 );
 
 async fn subscriber_status(app: &crate::helpers::TestApp, email: &str) -> Option<String> {
@@ -391,53 +390,4 @@ async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(back
             "consent keeps the IP"
         );
     }
-}
-
-async fn one_group_answers_each_signup_as_if_it_were_alone(backend: Backend) {
-    use tidings::domain::signup::{SignupOutcome, SignupRequest};
-    use tidings::domain::subscriber::EmailAddress;
-
-    let app = spawn_app(backend).await;
-    app.subscribe_and_confirm("member@example.com").await;
-    let request = |email: &str| SignupRequest {
-        email: EmailAddress::parse(email).unwrap(),
-        name: None,
-        consent: Default::default(),
-        now: chrono::Utc::now(),
-        confirmation_ttl: chrono::Duration::hours(72),
-        resend_window: chrono::Duration::minutes(10),
-    };
-    let group = [
-        request("new@example.com"),
-        request("member@example.com"),
-        request("new@example.com"),
-        request("other@example.com"),
-    ];
-    let outcomes = app.state.store.signup_group(&group).await.unwrap();
-    let SignupOutcome::ConfirmationQueued { subscriber_id: new } = outcomes[0] else {
-        panic!("a new address gets a confirmation: {outcomes:?}");
-    };
-    assert_eq!(outcomes[1], SignupOutcome::AlreadyConfirmed);
-    assert_eq!(
-        outcomes[2],
-        SignupOutcome::RecentlySent,
-        "the same address twice in a group"
-    );
-    let SignupOutcome::ConfirmationQueued {
-        subscriber_id: other,
-    } = outcomes[3]
-    else {
-        panic!("another new address gets a confirmation: {outcomes:?}");
-    };
-    assert_ne!(new, other);
-    app.state.wake_worker.notify_one();
-    app.mail.wait_for("new@example.com", 1).await;
-    app.mail.wait_for("other@example.com", 1).await;
-    app.wait_until_idle().await;
-    assert_eq!(app.mail.received_by("new@example.com").len(), 1);
-    assert_eq!(
-        app.mail.received_by("member@example.com").len(),
-        1,
-        "only the first link"
-    );
 }
