@@ -61,7 +61,9 @@ async fn every_admin_route_needs_the_right_token(backend: Backend) {
         }
     }
     // Sending with a wrong token must not have done anything.
-    assert_eq!(app.state.store().list_posts().await.unwrap().len(), 0);
+    assert!(list(&app).await.is_empty());
+    let stats = app.stats().await;
+    assert_eq!(stats["posts"], json!({ "queued": 0, "sent": 0 }));
 }
 
 async fn an_unset_token_disables_the_admin_api_with_503(backend: Backend) {
@@ -317,6 +319,7 @@ async fn stats_count_everything_and_name_the_next_send(backend: Backend) {
     let metrics = app
         .client
         .get(app.url("/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

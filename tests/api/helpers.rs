@@ -7,42 +7,16 @@ use std::time::{Duration, Instant};
 
 use mailin_embedded::response::OK;
 use mailin_embedded::{Handler, Response, Server, SslConfig};
+use serde_json::Value;
 use tidings::app::{AppOptions, Application};
 use tidings::clock::{Clock, ShiftedClock};
 use tidings::config::{self, DatabaseSettings, Settings};
 use tidings::http::SharedState;
 use tokio_util::sync::CancellationToken;
 
-use crate::postgres::PgDatabase;
+pub use crate::database::{Backend, TestDatabase};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs each named `async fn(Backend)` once per backend, as
-/// `<name>::sqlite` and `<name>::postgres`: the same test, not a copy.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
 
 // ---------------------------------------------------------------- SMTP server
 
@@ -323,32 +297,23 @@ impl MailServer {
     }
 }
 
-// ------------------------------------------------------------------ databases
+// ------------------------------------------------------------------------ app
 
-/// The test's database, dropped (or its folder removed) when the test ends.
-pub enum TestDatabase {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] PgDatabase),
+/// Deliveries by status, as `/api/admin/stats` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Deliveries {
+    pub pending: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
 }
 
-impl TestDatabase {
-    pub async fn create(backend: Backend) -> (Self, String) {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("tidings.db").display());
-                (TestDatabase::Sqlite(dir), url)
-            }
-            Backend::Postgres => {
-                let database = PgDatabase::create();
-                let url = database.url.clone();
-                (TestDatabase::Postgres(database), url)
-            }
-        }
+impl Deliveries {
+    pub fn total(&self) -> i64 {
+        self.pending + self.sending + self.sent + self.failed + self.skipped
     }
 }
-
-// ------------------------------------------------------------------------ app
 
 pub struct TestApp {
     pub address: String,
@@ -481,16 +446,117 @@ impl TestApp {
         confirmation
     }
 
-    /// Every subscriber, in id order.
-    pub async fn subscribers(&self) -> Vec<tidings::domain::subscriber::Subscriber> {
-        self.state
-            .store()
-            .list_subscribers(tidings::domain::subscriber::SubscriberQuery {
-                limit: 10_000,
-                ..Default::default()
-            })
+    /// Every subscriber as `GET /api/admin/subscribers` lists them, in id order.
+    pub async fn subscribers(&self) -> Vec<Value> {
+        let mut everyone = Vec::new();
+        let mut path = "/api/admin/subscribers?limit=1000".to_owned();
+        loop {
+            let page: Value = self.admin_get(&path).await;
+            everyone.extend(page["subscribers"].as_array().unwrap().iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(after) => path = format!("/api/admin/subscribers?limit=1000&after={after}"),
+                None => return everyone,
+            }
+        }
+    }
+
+    /// The admin API's record of `email`, if it is on the list.
+    pub async fn subscriber(&self, email: &str) -> Option<Value> {
+        self.subscribers()
+            .await
+            .into_iter()
+            .find(|subscriber| subscriber["email"] == email)
+    }
+
+    /// The status the admin API shows for `email`: `None` when not listed.
+    pub async fn status_of(&self, email: &str) -> Option<String> {
+        self.subscriber(email)
+            .await
+            .map(|subscriber| subscriber["status"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn subscriber_id(&self, email: &str) -> i64 {
+        let subscriber = self.subscriber(email).await;
+        subscriber.unwrap_or_else(|| panic!("{email} is not listed"))["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// The consent log of `email`, from `GET /api/admin/subscribers/{id}/consent`.
+    pub async fn consent_log(&self, email: &str) -> Vec<Value> {
+        let id = self.subscriber_id(email).await;
+        let log: Value = self
+            .admin_get(&format!("/api/admin/subscribers/{id}/consent"))
+            .await;
+        log["events"].as_array().unwrap().clone()
+    }
+
+    /// `GET /api/admin/stats`.
+    pub async fn stats(&self) -> Value {
+        self.admin_get("/api/admin/stats").await
+    }
+
+    /// The deliveries by status, as `/api/admin/stats` counts them.
+    pub async fn deliveries(&self) -> Deliveries {
+        let stats = self.stats().await;
+        serde_json::from_value(stats["deliveries"].clone()).unwrap()
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        let response = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// `tidings_send_failures_total{kind="transient"}` from `/metrics`.
+    pub async fn transient_failures(&self) -> u64 {
+        let metrics = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
             .await
             .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("tidings_send_failures_total{kind=\"transient\"} "))
+            .unwrap_or_else(|| panic!("no transient failures in:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until `/metrics` counts at least `count` transient failures.
+    pub async fn wait_for_transient_failures(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.transient_failures().await;
+            if seen >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 20 s for {count} transient failures; saw {seen}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The unsubscribe link a subscriber finds in their email: sends them
+    /// an issue and takes its `List-Unsubscribe` link, aimed at this app.
+    /// Every confirmed subscriber gets that issue too.
+    pub async fn unsubscribe_link(&self, email: &str) -> String {
+        let before = self.mail.received_by(email).len();
+        self.enqueue("Your weekly tip", "Something useful.").await;
+        assert_eq!(self.send_now().await.status(), 202);
+        let mail = self.mail.wait_for(email, before + 1).await.remove(before);
+        let header = mail.header("List-Unsubscribe").unwrap();
+        let link = header.trim_start_matches('<').trim_end_matches('>');
+        assert!(link.contains("/unsubscribe?token="), "{link}");
+        self.local(link)
     }
 
     /// Moves the app's clock to `when`; time keeps flowing from there.
@@ -532,18 +598,21 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Waits until no delivery is pending or in flight.
+    /// Waits until `/api/admin/stats` shows no delivery pending or in
+    /// flight: every email the app will send for what exists now has been
+    /// answered by the SMTP server. Counting emails after this is exact.
     pub async fn wait_until_idle(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let counts = self.state.store().delivery_counts().await.unwrap();
-            if counts.unfinished() == 0 {
+            let deliveries = self.deliveries().await;
+            if deliveries.pending + deliveries.sending == 0 {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "deliveries still unfinished: {counts:?}"
+                "deliveries still unfinished: {deliveries:?}"
             );
+            // Only a nudge, so the test does not wait for the worker's poll.
             self.state.newsletter.wake_worker();
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

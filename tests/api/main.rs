@@ -5,6 +5,9 @@
 #[path = "../common/postgres.rs"]
 mod postgres;
 
+#[path = "../common/database.rs"]
+mod database;
+
 mod helpers;
 
 mod admin;

@@ -79,10 +79,28 @@ fn three_instances_share_one_queue_and_a_sigkill_loses_nothing() {
     assert_eq!(stats["posts"]["sent"], POSTS);
 
     // Every reader got every issue; a duplicate only for a message that was
-    // in flight at the kill, and then with the same Message-ID.
-    std::thread::sleep(Duration::from_millis(500));
+    // in flight at the kill, and then with the same Message-ID. Every row is
+    // sent, so the server has taken every message it ever will; wait only
+    // for smtp-sink to finish writing them out.
+    let distinct = |messages: &[crate::harness::Dumped]| {
+        messages
+            .iter()
+            .map(|message| {
+                (
+                    message.recipient.clone(),
+                    message.header("subject").map(str::to_owned),
+                )
+            })
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let mut messages = Vec::new();
+    wait_until("every message written out", Duration::from_secs(30), || {
+        messages = sink.messages();
+        distinct(&messages) == READERS * POSTS
+    });
     let mut seen: HashMap<(String, String), Vec<String>> = HashMap::new();
-    for message in sink.messages() {
+    for message in messages {
         let subject = message.header("subject").unwrap().to_owned();
         let id = message.header("message-id").unwrap().to_owned();
         seen.entry((message.recipient, subject))

@@ -327,6 +327,26 @@ impl Daemon {
         response.json().unwrap()
     }
 
+    /// One sample from `/metrics`, by its name and labels as written there,
+    /// e.g. `tidings_send_failures_total{kind="transient"}`.
+    pub fn metric(&self, series: &str) -> i64 {
+        let metrics = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
