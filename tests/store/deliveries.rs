@@ -26,6 +26,7 @@ on_both_backends!(
     only_hard_bounces_count_and_unsubscribed_stays_unsubscribed,
     a_bounced_subscriber_who_confirms_again_starts_with_no_bounces,
     every_issue_delivery_has_its_own_message_id,
+    a_claimed_batch_comes_in_the_order_it_is_due,
 );
 
 /// `count` confirmed readers, a post, and its issue; returns the issue id.
@@ -116,23 +117,6 @@ async fn confirmations_are_claimed_before_issues(backend: Backend) {
 /// The worker sends a batch in the order it was claimed, so a signup's
 /// confirmation must also lead the batch it is claimed in, not follow the
 /// 199 issue emails claimed with it.
-///
-/// Written by hand rather than with `on_both_backends!`, because SQLite
-/// does not keep this yet: its `UPDATE … RETURNING` gives the rows in
-/// table order. Run it with `cargo test --test store -- --ignored`.
-mod a_claimed_batch_comes_in_the_order_it_is_due {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "known defect: SQLite returns a claimed batch in table order, not due order"]
-    async fn sqlite() {
-        super::a_claimed_batch_comes_in_the_order_it_is_due(crate::database::Backend::Sqlite).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::a_claimed_batch_comes_in_the_order_it_is_due(crate::database::Backend::Postgres)
-            .await
-    }
-}
 
 async fn a_claimed_batch_comes_in_the_order_it_is_due(backend: Backend) {
     let store = store(backend).await;

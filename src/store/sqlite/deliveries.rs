@@ -7,20 +7,30 @@ use async_trait::async_trait;
 
 use super::{millis, outcomes, to_json, SqliteStore};
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
-use crate::store::rows::{self, ClaimRow, RecipientRow};
+use crate::store::rows::{self, ClaimRow, Millis, RecipientRow};
 use crate::store::sql::DeliverySql;
 use crate::store::{StoreError, StoreResult};
+
+/// A claimed row with what orders it.
+#[derive(sqlx::FromRow)]
+struct DueClaim {
+    #[sqlx(flatten)]
+    claim: ClaimRow,
+    priority: i64,
+    next_attempt_at: Millis,
+}
 
 #[async_trait]
 impl DeliverySql for SqliteStore {
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut writer = self.lock().await;
-        let claimed: Vec<ClaimRow> = sqlx::query_as(
+        let mut claimed: Vec<DueClaim> = sqlx::query_as(
             "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2, \
              attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
                           ORDER BY priority, next_attempt_at, id LIMIT ?4) \
-             RETURNING id, subscriber_id, issue_id, post_id, confirmation_id, message_id, attempts",
+             RETURNING id, subscriber_id, issue_id, post_id, confirmation_id, message_id, attempts, \
+                 priority, next_attempt_at",
         )
         .bind(&request.owner)
         .bind(millis(request.lease_until))
@@ -32,7 +42,10 @@ impl DeliverySql for SqliteStore {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let subscriber_ids: Vec<i64> = claimed.iter().map(|row| row.subscriber_id).collect();
+        // RETURNING gives the rows in table order; the worker sends a batch
+        // in the order it gets it, so a confirmation must lead its batch.
+        claimed.sort_by_key(|due| (due.priority, due.next_attempt_at, due.claim.id));
+        let subscriber_ids: Vec<i64> = claimed.iter().map(|due| due.claim.subscriber_id).collect();
         let recipients: HashMap<i64, RecipientRow> = sqlx::query_as::<_, RecipientRow>(
             "SELECT id AS subscriber_id, email, name, status FROM subscribers \
              WHERE id IN (SELECT value FROM json_each(?))",
@@ -45,7 +58,7 @@ impl DeliverySql for SqliteStore {
         .collect();
         claimed
             .into_iter()
-            .map(|claim| {
+            .map(|DueClaim { claim, .. }| {
                 let recipient = recipients
                     .get(&claim.subscriber_id)
                     .cloned()
