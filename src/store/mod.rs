@@ -60,8 +60,11 @@ pub trait Store: SubscriberStore + PostStore + IssueStore + DeliveryStore {
 
 #[async_trait]
 pub trait SubscriberStore: Send + Sync + 'static {
-    /// Signs up every request in one transaction (a group commit, see
-    /// `crate::signups`); the outcomes are in request order.
+    /// Signs up a group of requests together (a group commit, see
+    /// `crate::signups`), each answered as if it were alone; the outcomes
+    /// are in request order. SQLite writes the group in one transaction;
+    /// PostgreSQL writes the new addresses in one statement and the ones
+    /// already on the list in a transaction after it.
     async fn signup_group(&self, requests: &[SignupRequest]) -> StoreResult<Vec<SignupOutcome>>;
     async fn signup(&self, request: SignupRequest) -> StoreResult<SignupOutcome> {
         let mut outcomes = self.signup_group(std::slice::from_ref(&request)).await?;
