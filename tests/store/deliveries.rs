@@ -117,7 +117,6 @@ async fn confirmations_are_claimed_before_issues(backend: Backend) {
 /// The worker sends a batch in the order it was claimed, so a signup's
 /// confirmation must also lead the batch it is claimed in, not follow the
 /// 199 issue emails claimed with it.
-
 async fn a_claimed_batch_comes_in_the_order_it_is_due(backend: Backend) {
     let store = store(backend).await;
     issue_to_readers(&store, 5).await;
