@@ -263,6 +263,7 @@ where
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(subscriber_id) = owner else {
+            B::roll_back(tx).await?;
             return Ok(ConfirmOutcome::Unknown);
         };
         let subscriber: Option<EmailAndStatus> = sqlx::query_as(&format!(
@@ -278,6 +279,7 @@ where
         .fetch_optional(&mut *tx)
         .await?;
         let (Some(subscriber), Some(confirmation)) = (subscriber, confirmation) else {
+            B::roll_back(tx).await?;
             return Ok(ConfirmOutcome::Unknown);
         };
         let pending = PendingConfirmation {
@@ -286,7 +288,10 @@ where
         };
         let status = rows::subscriber_status(&subscriber.status)?;
         let confirm_subscriber = match opt_in::confirm(&pending, status, now) {
-            ConfirmStep::Answer(outcome) => return Ok(outcome),
+            ConfirmStep::Answer(outcome) => {
+                B::roll_back(tx).await?;
+                return Ok(outcome);
+            }
             ConfirmStep::Confirm { confirm_subscriber } => confirm_subscriber,
         };
         sqlx::query("UPDATE confirmations SET used_at = $1 WHERE id = $2")
@@ -342,10 +347,12 @@ where
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
+            B::roll_back(tx).await?;
             return Ok(UnsubscribeOutcome::Unknown);
         };
         let outcome = subscriber::unsubscribe(rows::subscriber_status(&row.status)?);
         if outcome != UnsubscribeOutcome::Unsubscribed {
+            B::roll_back(tx).await?;
             return Ok(outcome);
         }
         let now_stored = <B::Db as Dialect>::Time::from(now);
@@ -360,7 +367,7 @@ where
         sqlx::query(
             "UPDATE confirmations SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL",
         )
-        .bind(<B::Db as Dialect>::Time::from(now))
+        .bind(now_stored)
         .bind(subscriber_id)
         .execute(&mut *tx)
         .await?;
@@ -395,6 +402,7 @@ where
         .fetch_optional(&mut *tx)
         .await?;
         let Some(id) = inserted else {
+            B::roll_back(tx).await?;
             return Ok(AddOutcome::AlreadyExists);
         };
         SubscriberWrites::<B::Db>::record_consent(
