@@ -49,7 +49,23 @@ where
     usize: ColumnIndex<DB::Row>,
     for<'r> ExistingRow<DB::Time>: FromRow<'r, DB::Row>,
     for<'r> BounceRow: FromRow<'r, DB::Row>,
+    for<'r> EmailAndStatus: FromRow<'r, DB::Row>,
 {
+    /// A subscriber about to be written, locked where the dialect locks
+    /// rows: confirm and unsubscribe both start here.
+    pub async fn lock_subscriber(
+        connection: &mut DB::Connection,
+        subscriber_id: i64,
+    ) -> StoreResult<Option<EmailAndStatus>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT email, status FROM subscribers WHERE id = $1{}",
+            DB::FOR_UPDATE
+        ))
+        .bind(subscriber_id)
+        .fetch_optional(&mut *connection)
+        .await?)
+    }
+
     /// One entry of the consent log, in the caller's transaction.
     pub async fn record_consent(
         connection: &mut DB::Connection,
@@ -266,12 +282,7 @@ where
             B::roll_back(tx).await?;
             return Ok(ConfirmOutcome::Unknown);
         };
-        let subscriber: Option<EmailAndStatus> = sqlx::query_as(&format!(
-            "SELECT email, status FROM subscribers WHERE id = $1{for_update}"
-        ))
-        .bind(subscriber_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let subscriber = SubscriberWrites::<B::Db>::lock_subscriber(&mut tx, subscriber_id).await?;
         let confirmation: Option<ConfirmationRow<Time<B>>> = sqlx::query_as(&format!(
             "SELECT expires_at, used_at FROM confirmations WHERE id = $1{for_update}"
         ))
@@ -339,13 +350,7 @@ where
         now: DateTime<Utc>,
     ) -> StoreResult<UnsubscribeOutcome> {
         let mut tx = self.write().await?;
-        let row: Option<EmailAndStatus> = sqlx::query_as(&format!(
-            "SELECT email, status FROM subscribers WHERE id = $1{}",
-            <B::Db as Dialect>::FOR_UPDATE
-        ))
-        .bind(subscriber_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = SubscriberWrites::<B::Db>::lock_subscriber(&mut tx, subscriber_id).await?;
         let Some(row) = row else {
             B::roll_back(tx).await?;
             return Ok(UnsubscribeOutcome::Unknown);
