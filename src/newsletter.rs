@@ -20,7 +20,7 @@ use crate::delivery::{new_owner, DeliveryWorker, Wake, WorkerSettings};
 use crate::domain::consent::ConsentContext;
 use crate::domain::issue::{CreateIssueOutcome, IssueCreated, NewIssue, ScheduleMode};
 use crate::domain::post::{NewPost, Post};
-use crate::domain::signup::{ConfirmOutcome, SignupOutcome, SignupRequest};
+use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberStatus,
     UnsubscribeOutcome,
@@ -123,7 +123,20 @@ impl Newsletter {
         Ok(outcome)
     }
 
-    /// Follows a confirmation link; a token we did not issue is `Unknown`.
+    /// What opening a confirmation link shows; changes nothing, because
+    /// mail scanners open every link. A token we did not issue is `Unknown`.
+    pub async fn confirmation_link(&self, token: Option<&str>) -> NewsletterResult<ConfirmLink> {
+        let Some(confirmation_id) = self.links.confirmation_id(token) else {
+            return Ok(ConfirmLink::Closed(ConfirmOutcome::Unknown));
+        };
+        Ok(self
+            .store
+            .confirmation_link(confirmation_id, self.clock.now())
+            .await?)
+    }
+
+    /// Presses a confirmation link's button: confirms, and records the
+    /// consent of whoever pressed it. A token we did not issue is `Unknown`.
     pub async fn confirm(
         &self,
         token: Option<&str>,

@@ -44,16 +44,18 @@ pub struct ExistingSignup {
 pub enum SignupStep {
     /// Answer with this, and change nothing.
     Answer(SignupOutcome),
-    /// Log the signup and queue another confirmation email. `rename`: store
-    /// the request's name too.
-    SendConfirmation { rename: bool },
+    /// Log the signup and queue another confirmation email; the record
+    /// itself stays as it is.
+    SendConfirmation,
 }
 
 /// A confirmed address gets no email, and no address gets a second one
 /// within the resend window. Anyone else (pending, unsubscribed, bounced)
 /// gets a fresh link; their status changes only when they follow it, so a
-/// stranger cannot undo an unsubscribe or a bounce by signing up. A pending
-/// subscriber's name is taken from the latest signup.
+/// stranger cannot undo an unsubscribe or a bounce by signing up. Nothing
+/// else of the record changes either, the name included: whoever typed
+/// this signup may not be the person, and only the person's own link
+/// proves it is them.
 pub fn signup_existing(existing: &ExistingSignup, request: &SignupRequest) -> SignupStep {
     if existing.status == SubscriberStatus::Confirmed {
         return SignupStep::Answer(SignupOutcome::AlreadyConfirmed);
@@ -64,9 +66,7 @@ pub fn signup_existing(existing: &ExistingSignup, request: &SignupRequest) -> Si
     {
         return SignupStep::Answer(SignupOutcome::RecentlySent);
     }
-    SignupStep::SendConfirmation {
-        rename: existing.status == SubscriberStatus::Pending && request.name.is_some(),
-    }
+    SignupStep::SendConfirmation
 }
 
 /// For a signup group: the new subscriber's id for the first request for
@@ -85,20 +85,32 @@ pub fn first_of_each_new_address(
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfirmOutcome {
-    Confirmed { subscriber_id: i64 },
+    /// The button confirmed them just now (or, for a second link of someone
+    /// already confirmed, found them confirmed).
+    Confirmed {
+        subscriber_id: i64,
+    },
+    /// The link was used before and they are still confirmed: pressing the
+    /// button again shows the same "you're subscribed" page.
+    AlreadyConfirmed {
+        subscriber_id: i64,
+    },
     Unknown,
     Expired,
-    AlreadyUsed,
+    /// The link was used (or retired by an unsubscribe) and the person is
+    /// no longer confirmed: unsubscribed since, or bounced.
+    NoLongerSubscribed,
 }
 
 /// A confirmation request as the link's owner finds it.
 #[derive(Debug, Clone)]
 pub struct PendingConfirmation {
+    pub subscriber_id: i64,
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
 }
 
-/// What following a confirmation link does.
+/// What pressing a confirmation link's button does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfirmStep {
     Answer(ConfirmOutcome),
@@ -109,21 +121,56 @@ pub enum ConfirmStep {
     },
 }
 
-/// A link works once, until it expires. Following it confirms anyone not
-/// confirmed yet, whatever they were before.
+/// A link works until it expires; pressing it confirms anyone not confirmed
+/// yet, whatever they were before. Pressed again it changes nothing and
+/// answers as before, even past its expiry, since a person who clicks twice
+/// expects the same page. But a used link of someone who is no longer
+/// confirmed does not claim they are subscribed: an unsubscribe retires
+/// every link, and telling them "you're subscribed" would be false (and
+/// the link must not undo the unsubscribe). They are told to sign up again.
 pub fn confirm(
     confirmation: &PendingConfirmation,
     status: SubscriberStatus,
     now: DateTime<Utc>,
 ) -> ConfirmStep {
     if confirmation.used_at.is_some() {
-        return ConfirmStep::Answer(ConfirmOutcome::AlreadyUsed);
+        return ConfirmStep::Answer(if status == SubscriberStatus::Confirmed {
+            ConfirmOutcome::AlreadyConfirmed {
+                subscriber_id: confirmation.subscriber_id,
+            }
+        } else {
+            ConfirmOutcome::NoLongerSubscribed
+        });
     }
     if confirmation.expires_at <= now {
         return ConfirmStep::Answer(ConfirmOutcome::Expired);
     }
     ConfirmStep::Confirm {
         confirm_subscriber: status != SubscriberStatus::Confirmed,
+    }
+}
+
+/// What the page behind a confirmation link shows when it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmLink {
+    /// One button, which POSTs: pressing it confirms, or shows again that
+    /// they are subscribed.
+    Open,
+    /// The answer pressing it would give, shown at once (no button).
+    Closed(ConfirmOutcome),
+}
+
+/// Opening a link changes nothing, since mail scanners open every link in
+/// an email: this says what the page shows, by the same rule as [`confirm`].
+pub fn open_link(
+    confirmation: &PendingConfirmation,
+    status: SubscriberStatus,
+    now: DateTime<Utc>,
+) -> ConfirmLink {
+    match confirm(confirmation, status, now) {
+        ConfirmStep::Confirm { .. }
+        | ConfirmStep::Answer(ConfirmOutcome::AlreadyConfirmed { .. }) => ConfirmLink::Open,
+        ConfirmStep::Answer(outcome) => ConfirmLink::Closed(outcome),
     }
 }
 
@@ -172,30 +219,26 @@ mod tests {
             let step = signup_existing(&existing(status, Some(9)), &request(None, now));
             assert_eq!(step, SignupStep::Answer(SignupOutcome::RecentlySent));
             let step = signup_existing(&existing(status, Some(10)), &request(None, now));
-            assert!(matches!(step, SignupStep::SendConfirmation { .. }));
+            assert_eq!(step, SignupStep::SendConfirmation);
         }
     }
 
     #[test]
-    fn only_a_pending_subscribers_name_follows_the_latest_signup() {
+    fn a_signup_never_renames_anyone() {
         let now = DateTime::default();
-        let named = request(Some("Ada"), now);
-        let rename = |status| signup_existing(&existing(status, None), &named);
-        assert_eq!(
-            rename(SubscriberStatus::Pending),
-            SignupStep::SendConfirmation { rename: true }
-        );
-        for status in [SubscriberStatus::Unsubscribed, SubscriberStatus::Bounced] {
+        let named = request(Some("Mallory"), now);
+        for status in [
+            SubscriberStatus::Pending,
+            SubscriberStatus::Unsubscribed,
+            SubscriberStatus::Bounced,
+        ] {
+            // The only step that writes queues an email and logs the
+            // signup; there is no step that touches the record.
             assert_eq!(
-                rename(status),
-                SignupStep::SendConfirmation { rename: false }
+                signup_existing(&existing(status, None), &named),
+                SignupStep::SendConfirmation
             );
         }
-        let unnamed = signup_existing(
-            &existing(SubscriberStatus::Pending, None),
-            &request(None, now),
-        );
-        assert_eq!(unnamed, SignupStep::SendConfirmation { rename: false });
     }
 
     #[test]
@@ -210,9 +253,10 @@ mod tests {
     }
 
     #[test]
-    fn a_link_works_once_until_it_expires() {
+    fn a_link_confirms_until_it_expires_and_then_answers_the_same() {
         let now = DateTime::<Utc>::default();
         let fresh = PendingConfirmation {
+            subscriber_id: 7,
             expires_at: now + Duration::hours(1),
             used_at: None,
         };
@@ -232,17 +276,61 @@ mod tests {
             used_at: Some(now),
             ..fresh.clone()
         };
-        assert_eq!(
-            confirm(&used, SubscriberStatus::Pending, now),
-            ConfirmStep::Answer(ConfirmOutcome::AlreadyUsed)
-        );
+        // Pressed again, even after it would have expired: the same page.
+        for later in [now, now + Duration::days(30)] {
+            assert_eq!(
+                confirm(&used, SubscriberStatus::Confirmed, later),
+                ConfirmStep::Answer(ConfirmOutcome::AlreadyConfirmed { subscriber_id: 7 })
+            );
+        }
+        for status in [
+            SubscriberStatus::Unsubscribed,
+            SubscriberStatus::Bounced,
+            SubscriberStatus::Pending,
+        ] {
+            assert_eq!(
+                confirm(&used, status, now),
+                ConfirmStep::Answer(ConfirmOutcome::NoLongerSubscribed),
+                "{status}"
+            );
+        }
         let expired = PendingConfirmation {
             expires_at: now,
-            used_at: None,
+            ..fresh.clone()
         };
         assert_eq!(
             confirm(&expired, SubscriberStatus::Pending, now),
             ConfirmStep::Answer(ConfirmOutcome::Expired)
+        );
+    }
+
+    #[test]
+    fn opening_a_link_shows_what_its_button_would_do() {
+        let now = DateTime::<Utc>::default();
+        let fresh = PendingConfirmation {
+            subscriber_id: 7,
+            expires_at: now + Duration::hours(1),
+            used_at: None,
+        };
+        assert_eq!(
+            open_link(&fresh, SubscriberStatus::Pending, now),
+            ConfirmLink::Open
+        );
+        let used = PendingConfirmation {
+            used_at: Some(now),
+            ..fresh.clone()
+        };
+        assert_eq!(
+            open_link(&used, SubscriberStatus::Confirmed, now),
+            ConfirmLink::Open
+        );
+        assert_eq!(
+            open_link(&used, SubscriberStatus::Unsubscribed, now),
+            ConfirmLink::Closed(ConfirmOutcome::NoLongerSubscribed)
+        );
+        assert_eq!(
+            open_link(&fresh, SubscriberStatus::Pending, now + Duration::hours(1)),
+            ConfirmLink::Closed(ConfirmOutcome::Expired)
         );
     }
 }

@@ -89,7 +89,10 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/", get(public::signup_page))
         .route("/subscribe", post(public::subscribe))
-        .route(CONFIRM_PATH, get(public::confirm))
+        .route(
+            CONFIRM_PATH,
+            get(public::confirm_page).post(public::confirm),
+        )
         .route(
             UNSUBSCRIBE_PATH,
             get(public::unsubscribe_page).post(public::unsubscribe),

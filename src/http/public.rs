@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ClientInfo, PageError, SharedState};
-use crate::domain::signup::ConfirmOutcome;
+use crate::domain::signup::{ConfirmLink, ConfirmOutcome};
 use crate::domain::subscriber::{EmailAddress, SubscriberName, UnsubscribeOutcome};
 use crate::links::CONFIRMATION_TTL_HOURS;
 use crate::render::Page;
@@ -167,31 +167,57 @@ pub struct TokenQuery {
 const LINK_NOT_FOUND: &str = "We could not find that link. It may have been copied incompletely. \
     You can subscribe again below.";
 
+/// Shows a button that POSTs, and changes nothing: mail scanners open
+/// (GET and HEAD) every link in an email, and must never give consent.
+pub async fn confirm_page(
+    State(state): State<SharedState>,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, PageError> {
+    match state
+        .newsletter
+        .confirmation_link(query.token.as_deref())
+        .await?
+    {
+        ConfirmLink::Open => page(
+            &state,
+            StatusCode::OK,
+            Page::Confirm,
+            json!({ "title": "Confirm your subscription", "token": query.token }),
+        ),
+        ConfirmLink::Closed(outcome) => confirm_answer(&state, outcome),
+    }
+}
+
+/// The button: confirms, with the consent of whoever pressed it.
 pub async fn confirm(
     State(state): State<SharedState>,
     client: ClientInfo,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    match state
+    let outcome = state
         .newsletter
         .confirm(query.token.as_deref(), client.consent())
-        .await?
-    {
-        ConfirmOutcome::Confirmed { .. } => page(
-            &state,
+        .await?;
+    confirm_answer(&state, outcome)
+}
+
+fn confirm_answer(state: &SharedState, outcome: ConfirmOutcome) -> Result<Response, PageError> {
+    match outcome {
+        ConfirmOutcome::Confirmed { .. } | ConfirmOutcome::AlreadyConfirmed { .. } => page(
+            state,
             StatusCode::OK,
             Page::Confirmed,
             json!({ "title": "You're subscribed" }),
         ),
         ConfirmOutcome::Unknown => error_page(
-            &state,
+            state,
             StatusCode::NOT_FOUND,
             "Link not found",
             LINK_NOT_FOUND,
             true,
         ),
         ConfirmOutcome::Expired => error_page(
-            &state,
+            state,
             StatusCode::GONE,
             "This link has expired",
             &format!(
@@ -200,12 +226,12 @@ pub async fn confirm(
             ),
             true,
         ),
-        ConfirmOutcome::AlreadyUsed => error_page(
-            &state,
+        ConfirmOutcome::NoLongerSubscribed => error_page(
+            state,
             StatusCode::GONE,
-            "This link has already been used",
-            "Each confirmation link works once. If you confirmed already, you are all set. \
-             If not, subscribe again and we will send you a fresh link.",
+            "This link is no longer valid",
+            "This link was used, and the subscription it confirmed has ended since. \
+             To receive the tips again, subscribe again and we will send you a fresh link.",
             true,
         ),
     }

@@ -13,7 +13,7 @@ pub mod markdown;
 
 /// Every template we ship, by registered name. `templates.dir` may override
 /// any of them with a file of the same name plus `.hbs`.
-const BUILT_IN: [(&str, &str); 13] = [
+const BUILT_IN: [(&str, &str); 14] = [
     (
         "layout.html",
         include_str!("../../templates/layout.html.hbs"),
@@ -25,6 +25,10 @@ const BUILT_IN: [(&str, &str); 13] = [
     (
         "subscribed.html",
         include_str!("../../templates/subscribed.html.hbs"),
+    ),
+    (
+        "confirm_page.html",
+        include_str!("../../templates/confirm_page.html.hbs"),
     ),
     (
         "confirmed.html",
@@ -87,6 +91,8 @@ pub enum RenderError {
 pub enum Page {
     Signup,
     Subscribed,
+    /// The button behind a confirmation link.
+    Confirm,
     Confirmed,
     Unsubscribe,
     Unsubscribed,
@@ -94,9 +100,10 @@ pub enum Page {
 }
 
 impl Page {
-    const ALL: [Page; 6] = [
+    const ALL: [Page; 7] = [
         Page::Signup,
         Page::Subscribed,
+        Page::Confirm,
         Page::Confirmed,
         Page::Unsubscribe,
         Page::Unsubscribed,
@@ -107,6 +114,7 @@ impl Page {
         match self {
             Page::Signup => "signup.html",
             Page::Subscribed => "subscribed.html",
+            Page::Confirm => "confirm_page.html",
             Page::Confirmed => "confirmed.html",
             Page::Unsubscribe => "unsubscribe.html",
             Page::Unsubscribed => "unsubscribed.html",

@@ -16,7 +16,7 @@ use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
 use crate::domain::issue::{CreateIssueOutcome, IssueMeta, NewIssue};
 use crate::domain::post::{NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender};
-use crate::domain::signup::{ConfirmOutcome, SignupOutcome, SignupRequest};
+use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
     UnsubscribeOutcome,
@@ -78,6 +78,13 @@ pub trait SubscriberStore: Send + Sync + 'static {
         consent: ConsentContext,
         now: DateTime<Utc>,
     ) -> StoreResult<ConfirmOutcome>;
+    /// What opening a confirmation link shows, by the same rule as
+    /// `confirm`, without writing anything: mail scanners open links.
+    async fn confirmation_link(
+        &self,
+        confirmation_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ConfirmLink>;
     async fn subscriber_exists(&self, subscriber_id: i64) -> StoreResult<bool>;
     async fn unsubscribe(
         &self,

@@ -85,7 +85,7 @@ async fn issue_emails_carry_the_list_headers_and_footer(backend: Backend) {
     let link = confirmation
         .link("http://")
         .replace(&app.settings.newsletter.base_url, &app.address);
-    app.client.get(link).send().await.unwrap();
+    assert_eq!(app.confirm(&link).await.status(), 200);
     app.enqueue(
         "Headers matter",
         "## A heading\n\n- one\n- two\n\nA [link](https://example.org).",

@@ -431,7 +431,8 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Signs up `email`, follows the link in the email, and returns that email.
+    /// Signs up `email`, opens the link in the email and presses the
+    /// page's button, and returns that email.
     pub async fn subscribe_and_confirm(&self, email: &str) -> ReceivedMail {
         let before = self.mail.received_by(email).len();
         let response = self
@@ -441,9 +442,16 @@ impl TestApp {
         let mails = self.mail.wait_for(email, before + 1).await;
         let confirmation = mails.last().unwrap().clone();
         let link = self.local(&confirmation.link("http://"));
-        let response = self.client.get(link).send().await.unwrap();
+        let page = self.client.get(&link).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the confirmation page opens");
+        let response = self.confirm(&link).await;
         assert_eq!(response.status(), 200, "confirmation link works");
         confirmation
+    }
+
+    /// Presses the button on a confirmation link's page: a POST to the link.
+    pub async fn confirm(&self, link: &str) -> reqwest::Response {
+        self.client.post(link).send().await.unwrap()
     }
 
     /// Every subscriber as `GET /api/admin/subscribers` lists them, in id order.

@@ -17,6 +17,8 @@ on_both_backends!(
     resubscribing_goes_through_double_opt_in_again,
     an_smtp_outage_delays_the_confirmation_but_never_loses_it,
     a_burst_of_signups_is_written_in_groups_with_one_email_per_address,
+    a_stranger_cannot_rename_a_pending_subscriber,
+    new_and_existing_addresses_get_identical_answers,
 );
 
 async fn signup_page_invites_people_to_subscribe(backend: Backend) {
@@ -68,8 +70,17 @@ async fn the_whole_journey_from_signup_to_one_click_unsubscribe(backend: Backend
     assert!(link.starts_with(&app.settings.newsletter.base_url));
     // The configured base_url is for the public; ask this test server.
     let local = link.replace(&app.settings.newsletter.base_url, &app.address);
+    // Opening the link shows a button; pressing it confirms.
     let response = app.client.get(&local).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("method=\"post\""));
+    assert_eq!(
+        app.status_of("ada@example.com").await.as_deref(),
+        Some("pending")
+    );
+    let response = app.confirm(&local).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("You're subscribed"));
     assert_eq!(
         app.status_of("ada@example.com").await.as_deref(),
         Some("confirmed")
@@ -272,7 +283,7 @@ async fn resubscribing_goes_through_double_opt_in_again(backend: Backend) {
     );
     let link = app.local(&mails[2].link("http://"));
     assert!(link.contains("/confirm?token="), "{link}");
-    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 200);
+    assert_eq!(app.confirm(&link).await.status(), 200);
     assert_eq!(
         app.status_of("back@example.com").await.as_deref(),
         Some("confirmed")
@@ -355,12 +366,7 @@ async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(back
         );
         assert_eq!(app.status_of(&email).await.as_deref(), Some("pending"));
         // The link in the email confirms this address, and only it.
-        let response = app
-            .client
-            .get(app.local(&received[0].link("http://")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.confirm(&app.local(&received[0].link("http://"))).await;
         assert_eq!(response.status(), 200);
         assert_eq!(app.status_of(&email).await.as_deref(), Some("confirmed"));
     }
@@ -386,5 +392,111 @@ async fn a_burst_of_signups_is_written_in_groups_with_one_email_per_address(back
             events.iter().all(|event| event["ip"] == "127.0.0.1"),
             "consent keeps the IP: {events:?}"
         );
+    }
+}
+
+/// The name from the first signup stands: a stranger who signs the same
+/// address up again with another name changes nothing, and the person's
+/// own link then confirms the record as they made it.
+async fn a_stranger_cannot_rename_a_pending_subscriber(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .subscribe_json(json!({ "email": "ada@example.com", "name": "Ada" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let first = app.mail.wait_for("ada@example.com", 1).await.remove(0);
+    // Within the resend window, and after it (when a fresh link goes out).
+    for (minutes, name) in [(1, "WIN $1000 NOW"), (11, "Mallory")] {
+        app.clock.advance(chrono::Duration::minutes(minutes));
+        let response = app
+            .subscribe_json(json!({ "email": "ada@example.com", "name": name }))
+            .await;
+        assert_eq!(response.status(), 202);
+        assert_eq!(
+            app.subscriber("ada@example.com").await.unwrap()["name"],
+            "Ada"
+        );
+    }
+    let mails = app.mail.wait_for("ada@example.com", 2).await;
+    // The person follows the newest link: their record is still theirs.
+    assert_eq!(
+        app.confirm(&app.local(&mails[1].link("http://")))
+            .await
+            .status(),
+        200
+    );
+    let record = app.subscriber("ada@example.com").await.unwrap();
+    assert_eq!(record["status"], "confirmed");
+    assert_eq!(record["name"], "Ada");
+    // The first link still answers as a used-up link of a subscriber.
+    assert_eq!(
+        app.confirm(&app.local(&first.link("http://")))
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Status, headers but `Date`, and body of a signup answer.
+async fn answer(response: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let status = response.status().as_u16();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+/// Nobody can tell from the answer whether an address is on the list:
+/// new, confirmed, pending within the resend window and unsubscribed
+/// addresses get byte-identical answers, for scripts and for browsers.
+async fn new_and_existing_addresses_get_identical_answers(backend: Backend) {
+    let app = spawn_with(Options::new(backend), |settings| {
+        settings.http.subscribe_per_ip_per_hour = 0;
+    })
+    .await;
+    app.subscribe_and_confirm("member@example.com").await;
+    app.subscribe_and_confirm("gone@example.com").await;
+    let unsubscribe = app.unsubscribe_link("gone@example.com").await;
+    assert_eq!(
+        app.client.post(&unsubscribe).send().await.unwrap().status(),
+        200
+    );
+    app.clock.advance(chrono::Duration::minutes(11));
+    let response = app
+        .subscribe_json(json!({ "email": "waiting@example.com" }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let existing = [
+        "member@example.com",
+        "gone@example.com",
+        "waiting@example.com",
+    ];
+    for (n, email) in existing.into_iter().enumerate() {
+        let fresh = format!("fresh{n}@example.com");
+        let new = answer(
+            app.subscribe_json(json!({ "email": fresh, "name": "A" }))
+                .await,
+        )
+        .await;
+        let known = answer(
+            app.subscribe_json(json!({ "email": email, "name": "A" }))
+                .await,
+        )
+        .await;
+        assert_eq!(new.0, 202);
+        assert_eq!(known, new, "JSON, {email}");
+        let fresh = format!("form{n}@example.com");
+        let new = answer(
+            app.subscribe_form(&[("email", &fresh), ("name", "A")])
+                .await,
+        )
+        .await;
+        let known = answer(app.subscribe_form(&[("email", email), ("name", "A")]).await).await;
+        assert_eq!(new.0, 202);
+        assert_eq!(known, new, "form, {email}");
     }
 }

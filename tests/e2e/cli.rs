@@ -75,7 +75,9 @@ fn an_issue_reaches_smtp_sink_and_its_link_unsubscribes() {
     assert_eq!(response.status(), 202);
     let confirmation = sink.wait_for(1, Duration::from_secs(10)).remove(0);
     let confirm = daemon.local(&confirmation.link("http://127.0.0.1:8080/confirm?token="));
-    assert_eq!(daemon.client.get(confirm).send().unwrap().status(), 200);
+    // The link opens a page; its button POSTs to the same link.
+    assert_eq!(daemon.client.get(&confirm).send().unwrap().status(), 200);
+    assert_eq!(daemon.client.post(&confirm).send().unwrap().status(), 200);
 
     let response = daemon
         .admin(Method::POST, "/api/admin/posts")

@@ -7,5 +7,6 @@ mod postgres;
 mod harness;
 
 mod cli;
+mod consent;
 mod faults;
 mod fleet;

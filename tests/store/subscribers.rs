@@ -3,7 +3,7 @@
 
 use chrono::Duration;
 use tidings::domain::delivery::DeliveryPayload;
-use tidings::domain::signup::{ConfirmOutcome, SignupOutcome};
+use tidings::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome};
 use tidings::domain::subscriber::{
     AddOutcome, OperatorSource, SubscriberCounts, SubscriberQuery, SubscriberStatus,
     UnsubscribeOutcome,
@@ -18,6 +18,7 @@ use crate::support::{
 
 on_both_backends!(
     following_a_link_confirms_once,
+    looking_a_link_up_changes_nothing,
     an_unknown_confirmation_is_unknown,
     a_confirmation_link_expires_after_its_lifetime,
     a_second_link_for_a_confirmed_subscriber_changes_nothing,
@@ -53,19 +54,57 @@ async fn following_a_link_confirms_once(backend: Backend) {
     assert_eq!(once.status, SubscriberStatus::Confirmed);
     assert_eq!(once.confirmed_at, Some(at));
 
-    // The same link again, a minute or a day later: already used, and
-    // nothing more is recorded.
-    for later in [minutes(6), Duration::days(1)] {
+    // The same link again, a minute or a week later (past its expiry):
+    // the same answer, and nothing more is recorded.
+    for later in [minutes(6), Duration::days(7)] {
         let again = store
             .confirm(link, consent("203.0.113.9", "Scanner/1.0"), t0() + later)
             .await
             .unwrap();
-        assert_eq!(again, ConfirmOutcome::AlreadyUsed);
+        assert_eq!(
+            again,
+            ConfirmOutcome::AlreadyConfirmed { subscriber_id: id }
+        );
     }
     let once = subscriber(&store, id).await;
     assert_eq!(once.status, SubscriberStatus::Confirmed);
     assert_eq!(once.confirmed_at, Some(at));
     assert_eq!(consent_kinds(&store, id).await, ["signup", "confirm"]);
+}
+
+/// What the page behind a link shows before its button is pressed: the
+/// lookup answers as confirming would, and writes nothing.
+async fn looking_a_link_up_changes_nothing(backend: Backend) {
+    let store = store(backend).await;
+    let ttl = Duration::hours(CONFIRMATION_TTL_HOURS);
+    let (id, link) = pending(&store, "looked@example.com").await;
+    for at in [t0(), t0() + minutes(1), t0() + ttl - Duration::seconds(1)] {
+        assert_eq!(
+            store.confirmation_link(link, at).await.unwrap(),
+            ConfirmLink::Open
+        );
+    }
+    assert_eq!(
+        store.confirmation_link(link, t0() + ttl).await.unwrap(),
+        ConfirmLink::Closed(ConfirmOutcome::Expired)
+    );
+    assert_eq!(
+        store.confirmation_link(link + 1, t0()).await.unwrap(),
+        ConfirmLink::Closed(ConfirmOutcome::Unknown)
+    );
+    assert_eq!(status_of(&store, id).await, SubscriberStatus::Pending);
+    assert_eq!(consent_kinds(&store, id).await, ["signup"]);
+    // Looked up many times, the link still works once pressed, and a used
+    // link of a confirmed subscriber still opens the page.
+    let at = t0() + minutes(2);
+    assert_eq!(
+        store.confirm(link, Default::default(), at).await.unwrap(),
+        ConfirmOutcome::Confirmed { subscriber_id: id }
+    );
+    assert_eq!(
+        store.confirmation_link(link, at + ttl).await.unwrap(),
+        ConfirmLink::Open
+    );
 }
 
 async fn an_unknown_confirmation_is_unknown(backend: Backend) {
@@ -156,7 +195,7 @@ async fn a_second_link_for_a_confirmed_subscriber_changes_nothing(backend: Backe
             .confirm(second, Default::default(), later + minutes(3))
             .await
             .unwrap(),
-        ConfirmOutcome::AlreadyUsed
+        ConfirmOutcome::AlreadyConfirmed { subscriber_id: id }
     );
     let record = subscriber(&store, id).await;
     assert_eq!(record.status, SubscriberStatus::Confirmed);
@@ -234,8 +273,15 @@ async fn an_older_confirmation_link_cannot_undo_an_unsubscribe(backend: Backend)
         .confirm(old_link, Default::default(), t0() + minutes(2))
         .await
         .unwrap();
-    assert_eq!(outcome, ConfirmOutcome::AlreadyUsed);
+    assert_eq!(outcome, ConfirmOutcome::NoLongerSubscribed);
     assert_eq!(status_of(&store, id).await, SubscriberStatus::Unsubscribed);
+    assert_eq!(
+        store
+            .confirmation_link(old_link, t0() + minutes(2))
+            .await
+            .unwrap(),
+        ConfirmLink::Closed(ConfirmOutcome::NoLongerSubscribed)
+    );
     assert_eq!(consent_kinds(&store, id).await, ["signup", "unsubscribe"]);
 
     // A new signup sends a new link, and that one works.

@@ -13,7 +13,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArgumen
 use super::{BulkSubscribers, Dialect, SqlBackend, SubscriberSql};
 use crate::domain::consent::{ConsentContext, ConsentEvent, ConsentKind};
 use crate::domain::signup::{
-    self as opt_in, ConfirmOutcome, ConfirmStep, ExistingSignup, PendingConfirmation,
+    self as opt_in, ConfirmLink, ConfirmOutcome, ConfirmStep, ExistingSignup, PendingConfirmation,
     SignupOutcome, SignupRequest, SignupStep,
 };
 use crate::domain::subscriber::{
@@ -153,14 +153,7 @@ where
         };
         match opt_in::signup_existing(&existing, request) {
             SignupStep::Answer(outcome) => return Ok(outcome),
-            SignupStep::SendConfirmation { rename: true } => {
-                sqlx::query("UPDATE subscribers SET name = $1 WHERE id = $2")
-                    .bind(request.name.as_ref().map(SubscriberName::as_str))
-                    .bind(existing.id)
-                    .execute(&mut *connection)
-                    .await?;
-            }
-            SignupStep::SendConfirmation { rename: false } => {}
+            SignupStep::SendConfirmation => {}
         }
         let (id, now) = (existing.id, request.now);
         let consent = &request.consent;
@@ -237,6 +230,15 @@ pub(in crate::store) struct ConfirmationRow<T> {
     used_at: Option<T>,
 }
 
+/// A confirmation and the status of its subscriber, read together.
+#[derive(sqlx::FromRow)]
+pub(in crate::store) struct ConfirmationLinkRow<T> {
+    subscriber_id: i64,
+    expires_at: T,
+    used_at: Option<T>,
+    status: String,
+}
+
 #[async_trait]
 impl<B: SubscriberSql> SubscriberStore for B
 where
@@ -253,6 +255,7 @@ where
     for<'r> EmailAndStatus: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> StatusCount: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> ConfirmationRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> ConfirmationLinkRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> SubscriberRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> ConsentEventRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> ExistingRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
@@ -294,6 +297,7 @@ where
             return Ok(ConfirmOutcome::Unknown);
         };
         let pending = PendingConfirmation {
+            subscriber_id,
             expires_at: confirmation.expires_at.into(),
             used_at: confirmation.used_at.map(Into::into),
         };
@@ -333,6 +337,31 @@ where
         }
         B::commit(tx).await?;
         Ok(ConfirmOutcome::Confirmed { subscriber_id })
+    }
+
+    async fn confirmation_link(
+        &self,
+        confirmation_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ConfirmLink> {
+        let row: Option<ConfirmationLinkRow<<B::Db as Dialect>::Time>> = sqlx::query_as(
+            "SELECT c.subscriber_id, c.expires_at, c.used_at, s.status \
+             FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id \
+             WHERE c.id = $1",
+        )
+        .bind(confirmation_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(ConfirmLink::Closed(ConfirmOutcome::Unknown));
+        };
+        let confirmation = PendingConfirmation {
+            subscriber_id: row.subscriber_id,
+            expires_at: row.expires_at.into(),
+            used_at: row.used_at.map(Into::into),
+        };
+        let status = rows::subscriber_status(&row.status)?;
+        Ok(opt_in::open_link(&confirmation, status, now))
     }
 
     async fn subscriber_exists(&self, subscriber_id: i64) -> StoreResult<bool> {
