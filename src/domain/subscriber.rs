@@ -154,6 +154,37 @@ impl SubscriberName {
     }
 }
 
+/// How a subscriber's name may stand before their address in `To`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayName<'a> {
+    /// Words of plain atom characters, written as they are.
+    Atoms(&'a str),
+    /// Printable ASCII that needs a quoted string (`"` and `\` escaped).
+    Quoted(&'a str),
+    /// Anything else, written as RFC 2047 encoded-words.
+    Encoded(&'a str),
+}
+
+/// The display name for `name`, or `None` when it should be left out: a
+/// name with no letter or digit (`.`, `--`, spaces) says nothing, and some
+/// parsers choke on `To: . <…>`.
+pub fn display_name(name: &str) -> Option<DisplayName<'_>> {
+    let name = name.trim();
+    if !name.chars().any(char::is_alphanumeric) || name.chars().any(char::is_control) {
+        return None;
+    }
+    let atoms = name
+        .split(' ')
+        .all(|word| !word.is_empty() && word.chars().all(is_atext));
+    Some(if atoms {
+        DisplayName::Atoms(name)
+    } else if name.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        DisplayName::Quoted(name)
+    } else {
+        DisplayName::Encoded(name)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriberStatus {
@@ -417,6 +448,28 @@ mod tests {
             SubscriberName::parse_optional(Some("Eve\r\nBcc: x@example.com")),
             Err(NameError::ForbiddenCharacter)
         );
+    }
+
+    #[test]
+    fn names_that_say_nothing_are_left_out_of_to_and_the_rest_are_quoted_or_encoded() {
+        for nothing in [".", "...", " - ", "\"\"", "<>", "@", "", "   ", "\u{200b}"] {
+            assert_eq!(display_name(nothing), None, "{nothing:?}");
+        }
+        assert_eq!(display_name("Ana"), Some(DisplayName::Atoms("Ana")));
+        assert_eq!(
+            display_name(" Ada Lovelace "),
+            Some(DisplayName::Atoms("Ada Lovelace"))
+        );
+        for quoted in [
+            "J. R. Hartley",
+            "Eve <eve@example.com>",
+            "A \"B\" \\ C",
+            "x,y",
+            "Ada  L",
+        ] {
+            assert_eq!(display_name(quoted), Some(DisplayName::Quoted(quoted)));
+        }
+        assert_eq!(display_name("Zoë"), Some(DisplayName::Encoded("Zoë")));
     }
 
     #[test]
