@@ -274,14 +274,18 @@ pub struct SubscriberQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperatorSource {
     Cli,
+    /// A CSV import run with `--send-confirmations`.
     Import,
+    /// A CSV import: pending rows wait, with no email, since a list of
+    /// addresses is not a list of people who asked for one.
+    ImportWithoutEmail,
 }
 
 impl OperatorSource {
     pub fn as_str(self) -> &'static str {
         match self {
             OperatorSource::Cli => "cli",
-            OperatorSource::Import => "import",
+            OperatorSource::Import | OperatorSource::ImportWithoutEmail => "import",
         }
     }
 }
@@ -298,9 +302,11 @@ pub struct OperatorSubscriber {
 }
 
 impl OperatorSubscriber {
-    /// A pending record is asked to confirm, as a signup would be.
+    /// A pending record is asked to confirm, as a signup would be, unless
+    /// it came from an import whose operator did not ask for that.
     pub fn needs_confirmation(&self) -> bool {
         self.status == SubscriberStatus::Pending
+            && self.source != OperatorSource::ImportWithoutEmail
     }
 
     pub fn confirmed_at(&self) -> Option<DateTime<Utc>> {
@@ -539,6 +545,12 @@ mod tests {
         assert!(!confirmed.needs_confirmation());
         assert_eq!(confirmed.confirmed_at(), Some(DateTime::default()));
         assert_eq!(confirmed.consent_detail(), "source=import status=confirmed");
+        let quiet = OperatorSubscriber {
+            source: OperatorSource::ImportWithoutEmail,
+            ..record(SubscriberStatus::Pending)
+        };
+        assert!(!quiet.needs_confirmation(), "an import asks nobody unasked");
+        assert_eq!(quiet.consent_detail(), "source=import status=pending");
         let gone = record(SubscriberStatus::Unsubscribed);
         assert_eq!(gone.unsubscribed_at(), Some(DateTime::default()));
     }

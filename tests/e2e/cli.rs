@@ -141,6 +141,17 @@ fn subscribers_import_and_export_as_csv() {
         1,
         "{stderr}"
     );
+    assert_eq!(
+        install.ok(&["subscriber", "export"]),
+        "email,name,status\n",
+        "a bad row means nothing is written"
+    );
+    install.ok(&[
+        "subscriber",
+        "import",
+        "--skip-invalid",
+        csv.to_str().unwrap(),
+    ]);
     let export = install.ok(&["subscriber", "export"]);
     assert_eq!(
         export,
