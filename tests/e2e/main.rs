@@ -9,3 +9,4 @@ mod harness;
 mod cli;
 mod faults;
 mod fleet;
+mod input;
