@@ -554,4 +554,24 @@ mod tests {
         let gone = record(SubscriberStatus::Unsubscribed);
         assert_eq!(gone.unsubscribed_at(), Some(DateTime::default()));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// Whatever is typed: no panic, and what is accepted is safe in a
+        /// header and parses again to itself.
+        #[test]
+        fn email_parse_accepts_only_header_safe_addresses_and_is_idempotent(
+            input in "\\PC{0,60}|[a-zA-Z0-9.+_ <>\"\\r\\n\\t\u{0}-]{1,20}@[a-zA-Zü0-9.\\- ]{1,20}|[A-Za-z0-9+_]{1,10}(\\.[a-z0-9]{1,5})?@[a-zA-Zü0-9]{1,10}\\.[a-zA-Z]{2,5}"
+        ) {
+            if let Ok(email) = EmailAddress::parse(&input) {
+                let text = email.as_str();
+                proptest::prop_assert!(
+                    !text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>'),
+                    "{:?}", text
+                );
+                proptest::prop_assert_eq!(EmailAddress::parse(text), Ok(email.clone()));
+            }
+        }
+    }
 }
