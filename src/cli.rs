@@ -15,6 +15,7 @@ use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, SubscriberName, SubscriberQuery, SubscriberStatus,
 };
 use crate::newsletter::Newsletter;
+use crate::subscriber_csv::{neutralise, ImportReader};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,9 +90,20 @@ pub enum SubscriberCommand {
         #[arg(long)]
         status: Option<SubscriberStatus>,
     },
-    /// Import a CSV with columns email,name,status.
-    Import { file: PathBuf },
-    /// Write every subscriber as CSV (email,name,status) to stdout.
+    /// Import a CSV with columns email,name,status. The whole file is
+    /// checked first; if any row is bad, nothing is written.
+    Import {
+        file: PathBuf,
+        /// Import the valid rows and list the bad lines instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Email pending rows (and rows without a status) a confirmation
+        /// link; without this they wait as pending and nobody is emailed.
+        #[arg(long)]
+        send_confirmations: bool,
+    },
+    /// Write every subscriber as CSV (email,name,status) to stdout; cells a
+    /// spreadsheet would run as a formula get a leading `'`.
     Export,
     /// Create COUNT confirmed test subscribers PREFIX<n>@DOMAIN in bulk,
     /// inside the database (for benchmarks and load tests).
@@ -334,7 +346,11 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
                 }
             }
         }
-        SubscriberCommand::Import { file } => import(newsletter, &file).await?,
+        SubscriberCommand::Import {
+            file,
+            skip_invalid,
+            send_confirmations,
+        } => import(newsletter, &file, skip_invalid, send_confirmations).await?,
         SubscriberCommand::Generate {
             count,
             prefix,
@@ -362,11 +378,12 @@ async fn subscriber(settings: Settings, command: SubscriberCommand) -> anyhow::R
                     })
                     .await?;
                 for subscriber in &page {
-                    writer.write_record([
-                        subscriber.email.as_str(),
-                        subscriber.name.as_deref().unwrap_or(""),
-                        subscriber.status.as_str(),
-                    ])?;
+                    let cells = [
+                        neutralise(&subscriber.email),
+                        neutralise(subscriber.name.as_deref().unwrap_or("")),
+                        neutralise(subscriber.status.as_str()),
+                    ];
+                    writer.write_record(cells.iter().map(|cell| cell.as_bytes()))?;
                 }
                 match page.last() {
                     Some(last) if page.len() == 1000 => after = Some(last.id),
@@ -389,51 +406,83 @@ fn parse_subscriber(
     ))
 }
 
-/// Imports what it can, reports every bad row, and fails if there was one.
-async fn import(newsletter: &Newsletter, file: &std::path::Path) -> anyhow::Result<()> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
-    let (mut added, mut existing, mut bad) = (0u64, 0u64, 0u64);
-    for (index, row) in reader.records().enumerate() {
-        let line = index + 1;
-        let row = row.with_context(|| format!("{} line {line}", file.display()))?;
-        let email = row.get(0).unwrap_or_default();
-        if line == 1 && email.eq_ignore_ascii_case("email") {
-            continue;
-        }
-        if email.is_empty() && row.len() <= 1 {
-            continue;
-        }
-        let name = row.get(1).filter(|name| !name.is_empty());
-        let status = match row.get(2).filter(|status| !status.is_empty()) {
-            None => Ok(SubscriberStatus::Pending),
-            Some(text) => text.parse::<SubscriberStatus>(),
-        };
-        let record = status
-            .map_err(anyhow::Error::msg)
-            .and_then(|status| Ok((parse_subscriber(email, name)?, status)));
-        match record {
-            Ok(((address, name), status)) => match newsletter
-                .add_subscriber(address, name, status, OperatorSource::Import)
-                .await
-                .with_context(|| format!("{} line {line}", file.display()))?
-            {
-                AddOutcome::Added { .. } => added += 1,
-                AddOutcome::AlreadyExists => existing += 1,
-            },
+/// Bad lines listed before an import gives up; the rest are counted.
+const LISTED_ERRORS: usize = 20;
+
+/// Checks the whole file, then imports it: nothing is written when a row is
+/// bad, unless `skip_invalid`. Both passes stream the file.
+async fn import(
+    newsletter: &Newsletter,
+    file: &std::path::Path,
+    skip_invalid: bool,
+    send_confirmations: bool,
+) -> anyhow::Result<()> {
+    let open = || -> anyhow::Result<ImportReader<std::io::BufReader<std::fs::File>>> {
+        let input =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        Ok(ImportReader::new(std::io::BufReader::new(input)))
+    };
+    let (mut valid, mut invalid) = (0u64, 0u64);
+    let mut errors = Vec::new();
+    for row in open()? {
+        match row {
+            Ok(_) => valid += 1,
             Err(error) => {
-                bad += 1;
-                eprintln!("line {line}: skipped: {error:#}");
+                invalid += 1;
+                if errors.len() < LISTED_ERRORS {
+                    errors.push(error);
+                }
             }
         }
     }
-    println!("imported {added}, already present {existing}, invalid {bad}");
-    if bad > 0 {
-        bail!("{bad} rows of {} could not be imported", file.display());
+    let verdict = if skip_invalid { "skipped" } else { "invalid" };
+    for error in &errors {
+        eprintln!("{}: {verdict}: {error}", file.display());
     }
+    if invalid > errors.len() as u64 {
+        eprintln!("… and {} more", invalid - errors.len() as u64);
+    }
+    if invalid > 0 && !skip_invalid {
+        bail!(
+            "{invalid} of {} rows in {} are invalid; nothing was imported (fix them, or pass \
+             --skip-invalid to import the {valid} valid rows)",
+            valid + invalid,
+            file.display()
+        );
+    }
+    let source = if send_confirmations {
+        OperatorSource::Import
+    } else {
+        OperatorSource::ImportWithoutEmail
+    };
+    let (mut added, mut existing, mut queued, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    for row in open()? {
+        // The file may have changed since the check: a bad row now is skipped.
+        let Ok(row) = row else {
+            skipped += 1;
+            continue;
+        };
+        let status = row.status.unwrap_or(SubscriberStatus::Pending);
+        match newsletter
+            .add_subscriber(row.email, row.name, status, source)
+            .await
+            .with_context(|| format!("{} line {}", file.display(), row.line))?
+        {
+            AddOutcome::Added {
+                confirmation_queued,
+                ..
+            } => {
+                added += 1;
+                queued += u64::from(confirmation_queued);
+            }
+            AddOutcome::AlreadyExists => existing += 1,
+        }
+    }
+    let skipped = skipped.max(invalid);
+    println!(
+        "imported {}: {added} added, {existing} already present, {skipped} skipped, \
+         {queued} confirmations queued",
+        file.display()
+    );
     Ok(())
 }

@@ -15,5 +15,6 @@ pub mod render;
 pub mod schedule;
 pub mod signups;
 pub mod store;
+pub mod subscriber_csv;
 pub mod supervisor;
 pub mod telemetry;

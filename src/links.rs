@@ -209,4 +209,34 @@ mod tests {
         assert_eq!(token, STABLE_UNSUBSCRIBE_42);
         assert_eq!(key.verify(TokenPurpose::Unsubscribe, &token), Some(42));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever arrives in `?token=`, nothing panics and nothing we did
+        /// not issue is accepted.
+        #[test]
+        fn random_strings_are_never_accepted(token in "\\PC{0,80}|[A-Za-z0-9_-]{30,40}") {
+            let key = key();
+            proptest::prop_assert_eq!(key.verify(TokenPurpose::Confirm, &token), None);
+            proptest::prop_assert_eq!(key.verify(TokenPurpose::Unsubscribe, &token), None);
+        }
+
+        #[test]
+        fn a_real_token_with_one_character_changed_is_never_accepted(
+            id in proptest::prelude::any::<i64>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            replacement in proptest::prelude::any::<char>(),
+        ) {
+            let key = key();
+            let token = key.issue(TokenPurpose::Unsubscribe, id);
+            proptest::prop_assert_eq!(key.verify(TokenPurpose::Unsubscribe, &token), Some(id));
+            let mut chars: Vec<char> = token.chars().collect();
+            let at = at.index(chars.len());
+            proptest::prop_assume!(chars[at] != replacement);
+            chars[at] = replacement;
+            let changed: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(key.verify(TokenPurpose::Unsubscribe, &changed), None, "{}", changed);
+        }
+    }
 }

@@ -1,5 +1,10 @@
 //! Turns a claimed delivery into the bytes of one email: the right template,
 //! the subscriber's name and links, and the list headers mail clients need.
+//!
+//! A confirmation email goes to someone who has not yet said yes, and the
+//! name on the form may be a stranger's text (spam, a URL): it carries no
+//! name at all, neither in the greeting nor in `To`. Issue emails go to
+//! people who confirmed, and greet them by the name they gave.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,10 +13,11 @@ use std::time::SystemTime;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Body, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use serde_json::json;
 
+use super::headers::{EncodedSubject, Recipient};
 use super::prepared::PreparedEmail;
 use crate::config::NewsletterSettings;
 use crate::domain::delivery::{ClaimedDelivery, DeliveryPayload};
@@ -162,13 +168,14 @@ impl Composer {
             "Please confirm your subscription to {}",
             self.newsletter.name
         );
-        let render = |name: Option<&str>, confirm_url: &str| {
+        let render = |_name: Option<&str>, confirm_url: &str| {
             self.templates
                 .email(
                     EmailKind::Confirm,
                     json!({
                         "title": subject,
-                        "name": name,
+                        // Null, so an older override's `{{#if name}}` reads as no name.
+                        "name": null,
                         "confirm_url": confirm_url,
                         "expires_hours": CONFIRMATION_TTL_HOURS,
                     }),
@@ -178,10 +185,10 @@ impl Composer {
         let body = self.body(
             Prepared::Confirmation,
             &render,
-            delivery.name.as_deref(),
+            None,
             &self.links.confirm_url(confirmation_id),
         )?;
-        self.build(delivery, &subject, body, false)
+        self.build(delivery, None, &subject, body, false)
     }
 
     fn issue_email(
@@ -200,7 +207,7 @@ impl Composer {
             delivery.name.as_deref(),
             &self.links.unsubscribe_url(delivery.subscriber_id),
         )?;
-        self.build(delivery, &post.subject, body, true)
+        self.build(delivery, delivery.name.clone(), &post.subject, body, true)
     }
 
     /// Both parts for one reader: spliced into the email prepared for
@@ -297,6 +304,7 @@ impl Composer {
     fn build(
         &self,
         delivery: &ClaimedDelivery,
+        name: Option<String>,
         subject: &str,
         body: MultiPart,
         list_headers: bool,
@@ -312,12 +320,11 @@ impl Composer {
             vec![address.clone()],
         )
         .map_err(|error| ComposeError::Message(error.to_string()))?;
-        let to = Mailbox::new(delivery.name.clone(), address);
         let mut builder = Message::builder()
             .envelope(envelope)
             .from(self.newsletter.from.clone())
-            .to(to)
-            .subject(subject)
+            .header(Recipient { name, address })
+            .header(EncodedSubject(subject.to_owned()))
             .date(SystemTime::now())
             .message_id(Some(format!(
                 "<{}@{}>",

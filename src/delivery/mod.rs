@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::store::SharedStore;
 
 pub mod compose;
+mod headers;
 mod prepared;
 
 /// The delivery worker's wake-up. The service (`crate::newsletter`) rings

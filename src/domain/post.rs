@@ -41,6 +41,52 @@ impl PostSubject {
     }
 }
 
+/// A post's Markdown: not blank, and no control characters but line breaks
+/// and tabs. A NUL would be refused by PostgreSQL and kept by SQLite, and
+/// the others have no business in a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PostBody(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body_markdown must not be empty")]
+    Empty,
+    #[error(
+        "body_markdown must not contain control characters other than line breaks and tabs \
+         (found U+{0:04X} on line {1})"
+    )]
+    ControlCharacter(u32, usize),
+}
+
+impl PostBody {
+    pub fn parse(input: &str) -> Result<Self, BodyError> {
+        if let Some((line, c)) = input.lines().enumerate().find_map(|(index, line)| {
+            line.chars()
+                .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                .map(|c| (index + 1, c))
+        }) {
+            return Err(BodyError::ControlCharacter(u32::from(c), line));
+        }
+        if input.trim().is_empty() {
+            return Err(BodyError::Empty);
+        }
+        Ok(Self(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PostBody {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PostStatus {
@@ -81,18 +127,18 @@ pub struct Post {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-/// A post ready to be stored: subject parsed, body as written.
+/// A post ready to be stored: subject and body parsed.
 #[derive(Debug, Clone)]
 pub struct NewPost {
     pub subject: PostSubject,
-    pub body_markdown: String,
+    pub body_markdown: PostBody,
 }
 
 /// An edit of a queued post; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct PostChanges {
     pub subject: Option<PostSubject>,
-    pub body_markdown: Option<String>,
+    pub body_markdown: Option<PostBody>,
     /// 1-based place in the queue of posts not yet sent.
     pub position: Option<i64>,
 }
@@ -157,6 +203,8 @@ pub enum FrontMatterError {
     Subject(#[from] SubjectError),
     #[error("the post body is empty")]
     EmptyBody,
+    #[error("invalid body: {0}")]
+    Body(#[from] BodyError),
 }
 
 /// Reads a Markdown file with a `subject:` front matter block.
@@ -183,7 +231,7 @@ pub fn parse_markdown_post(
     }
     Ok(NewPost {
         subject: PostSubject::parse(&subject)?,
-        body_markdown: format!("{body}\n"),
+        body_markdown: PostBody::parse(&format!("{body}\n"))?,
     })
 }
 
@@ -278,6 +326,29 @@ mod tests {
         assert_eq!(PostSubject::parse(" Fine ").unwrap().as_str(), "Fine");
     }
 
+    #[test]
+    fn bodies_keep_line_breaks_and_tabs_but_no_other_control_character() {
+        let body = PostBody::parse("# Hi\r\n\n\tcode\n").unwrap();
+        assert_eq!(body.as_str(), "# Hi\r\n\n\tcode\n");
+        assert_eq!(PostBody::parse(" \n\t "), Err(BodyError::Empty));
+        assert_eq!(
+            PostBody::parse("one\ntwo\0three"),
+            Err(BodyError::ControlCharacter(0, 2))
+        );
+        for bad in ["\u{7}", "\u{1b}[31m", "\u{7f}", "\u{85}", "\u{c}"] {
+            let error = PostBody::parse(&format!("text {bad}")).unwrap_err();
+            assert!(
+                matches!(error, BodyError::ControlCharacter(_, 1)),
+                "{bad:?}"
+            );
+            assert!(error.to_string().starts_with("body_markdown"), "{error}");
+        }
+        assert!(matches!(
+            parse_markdown_post("---\nsubject: S\n---\nNUL \0 here\n", None),
+            Err(FrontMatterError::Body(BodyError::ControlCharacter(0, 1)))
+        ));
+    }
+
     fn post(id: i64, status: PostStatus) -> Post {
         Post {
             id,
@@ -316,7 +387,7 @@ mod tests {
         let text = "---\nsubject: \"Hello \\\"you\\\"\"\n---\n\nBody here.\n";
         let post = parse_markdown_post(text, None).unwrap();
         assert_eq!(post.subject.as_str(), "Hello \"you\"");
-        assert_eq!(post.body_markdown, "Body here.\n");
+        assert_eq!(post.body_markdown.as_str(), "Body here.\n");
         let post = parse_markdown_post("Just a body", Some("Given")).unwrap();
         assert_eq!(post.subject.as_str(), "Given");
         assert!(matches!(

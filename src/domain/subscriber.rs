@@ -154,6 +154,37 @@ impl SubscriberName {
     }
 }
 
+/// How a subscriber's name may stand before their address in `To`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayName<'a> {
+    /// Words of plain atom characters, written as they are.
+    Atoms(&'a str),
+    /// Printable ASCII that needs a quoted string (`"` and `\` escaped).
+    Quoted(&'a str),
+    /// Anything else, written as RFC 2047 encoded-words.
+    Encoded(&'a str),
+}
+
+/// The display name for `name`, or `None` when it should be left out: a
+/// name with no letter or digit (`.`, `--`, spaces) says nothing, and some
+/// parsers choke on `To: . <…>`.
+pub fn display_name(name: &str) -> Option<DisplayName<'_>> {
+    let name = name.trim();
+    if !name.chars().any(char::is_alphanumeric) || name.chars().any(char::is_control) {
+        return None;
+    }
+    let atoms = name
+        .split(' ')
+        .all(|word| !word.is_empty() && word.chars().all(is_atext));
+    Some(if atoms {
+        DisplayName::Atoms(name)
+    } else if name.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        DisplayName::Quoted(name)
+    } else {
+        DisplayName::Encoded(name)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriberStatus {
@@ -243,14 +274,18 @@ pub struct SubscriberQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperatorSource {
     Cli,
+    /// A CSV import run with `--send-confirmations`.
     Import,
+    /// A CSV import: pending rows wait, with no email, since a list of
+    /// addresses is not a list of people who asked for one.
+    ImportWithoutEmail,
 }
 
 impl OperatorSource {
     pub fn as_str(self) -> &'static str {
         match self {
             OperatorSource::Cli => "cli",
-            OperatorSource::Import => "import",
+            OperatorSource::Import | OperatorSource::ImportWithoutEmail => "import",
         }
     }
 }
@@ -267,9 +302,11 @@ pub struct OperatorSubscriber {
 }
 
 impl OperatorSubscriber {
-    /// A pending record is asked to confirm, as a signup would be.
+    /// A pending record is asked to confirm, as a signup would be, unless
+    /// it came from an import whose operator did not ask for that.
     pub fn needs_confirmation(&self) -> bool {
         self.status == SubscriberStatus::Pending
+            && self.source != OperatorSource::ImportWithoutEmail
     }
 
     pub fn confirmed_at(&self) -> Option<DateTime<Utc>> {
@@ -420,6 +457,28 @@ mod tests {
     }
 
     #[test]
+    fn names_that_say_nothing_are_left_out_of_to_and_the_rest_are_quoted_or_encoded() {
+        for nothing in [".", "...", " - ", "\"\"", "<>", "@", "", "   ", "\u{200b}"] {
+            assert_eq!(display_name(nothing), None, "{nothing:?}");
+        }
+        assert_eq!(display_name("Ana"), Some(DisplayName::Atoms("Ana")));
+        assert_eq!(
+            display_name(" Ada Lovelace "),
+            Some(DisplayName::Atoms("Ada Lovelace"))
+        );
+        for quoted in [
+            "J. R. Hartley",
+            "Eve <eve@example.com>",
+            "A \"B\" \\ C",
+            "x,y",
+            "Ada  L",
+        ] {
+            assert_eq!(display_name(quoted), Some(DisplayName::Quoted(quoted)));
+        }
+        assert_eq!(display_name("Zoë"), Some(DisplayName::Encoded("Zoë")));
+    }
+
+    #[test]
     fn statuses_round_trip() {
         for status in SubscriberStatus::ALL {
             assert_eq!(status.as_str().parse::<SubscriberStatus>(), Ok(status));
@@ -486,7 +545,33 @@ mod tests {
         assert!(!confirmed.needs_confirmation());
         assert_eq!(confirmed.confirmed_at(), Some(DateTime::default()));
         assert_eq!(confirmed.consent_detail(), "source=import status=confirmed");
+        let quiet = OperatorSubscriber {
+            source: OperatorSource::ImportWithoutEmail,
+            ..record(SubscriberStatus::Pending)
+        };
+        assert!(!quiet.needs_confirmation(), "an import asks nobody unasked");
+        assert_eq!(quiet.consent_detail(), "source=import status=pending");
         let gone = record(SubscriberStatus::Unsubscribed);
         assert_eq!(gone.unsubscribed_at(), Some(DateTime::default()));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// Whatever is typed: no panic, and what is accepted is safe in a
+        /// header and parses again to itself.
+        #[test]
+        fn email_parse_accepts_only_header_safe_addresses_and_is_idempotent(
+            input in "\\PC{0,60}|[a-zA-Z0-9.+_ <>\"\\r\\n\\t\u{0}-]{1,20}@[a-zA-Zü0-9.\\- ]{1,20}|[A-Za-z0-9+_]{1,10}(\\.[a-z0-9]{1,5})?@[a-zA-Zü0-9]{1,10}\\.[a-zA-Z]{2,5}"
+        ) {
+            if let Ok(email) = EmailAddress::parse(&input) {
+                let text = email.as_str();
+                proptest::prop_assert!(
+                    !text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>'),
+                    "{:?}", text
+                );
+                proptest::prop_assert_eq!(EmailAddress::parse(text), Ok(email.clone()));
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, SharedState};
-use crate::domain::post::{NewPost, Post, PostChanges, PostEdit, PostSubject};
+use crate::domain::post::{NewPost, Post, PostBody, PostChanges, PostEdit, PostSubject};
 use crate::domain::subscriber::{SubscriberQuery, SubscriberStatus};
 use crate::newsletter::NewsletterError;
 
@@ -97,11 +97,8 @@ fn parse_subject(text: &str) -> Result<PostSubject, ApiError> {
     PostSubject::parse(text).map_err(|error| ApiError::Invalid(error.to_string()))
 }
 
-fn parse_body(text: String) -> Result<String, ApiError> {
-    if text.trim().is_empty() {
-        return Err(ApiError::Invalid("body_markdown must not be empty".into()));
-    }
-    Ok(text)
+fn parse_body(text: String) -> Result<PostBody, ApiError> {
+    PostBody::parse(&text).map_err(|error| ApiError::Invalid(error.to_string()))
 }
 
 #[derive(Deserialize)]

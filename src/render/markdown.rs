@@ -1,5 +1,14 @@
 //! A post body in Markdown becomes email-ready HTML (inline styles, since
 //! many mail clients drop `<style>`) and plain text that reads like a letter.
+//!
+//! Markdown lets raw HTML through, and the preview is served from the
+//! public origin, so the HTML is cleaned against an allowlist (ammonia)
+//! before the styles go in: no scripts, frames, styles, event handlers or
+//! `javascript:`/`data:` URLs, whatever the post says.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
@@ -8,8 +17,85 @@ const TEXT_WIDTH: usize = 72;
 fn parser(markdown: &str) -> Parser<'_> {
     Parser::new_ext(
         markdown,
-        Options::ENABLE_STRIKETHROUGH | Options::ENABLE_SMART_PUNCTUATION,
+        Options::ENABLE_STRIKETHROUGH | Options::ENABLE_SMART_PUNCTUATION | Options::ENABLE_TABLES,
     )
+}
+
+/// Where a link in an email may lead: the web and mail, nothing that runs.
+const LINK_SCHEMES: [&str; 3] = ["http", "https", "mailto"];
+
+/// What an email body may contain: what Markdown writes, and no more.
+static SANITISER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
+    let tags = [
+        "a",
+        "b",
+        "blockquote",
+        "br",
+        "code",
+        "del",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "s",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    ];
+    let attributes = HashMap::from([
+        ("a", HashSet::from(["href", "title"])),
+        ("img", HashSet::from(["src", "alt", "title"])),
+        ("ol", HashSet::from(["start"])),
+    ]);
+    let mut builder = ammonia::Builder::empty();
+    builder
+        .tags(HashSet::from(tags))
+        .clean_content_tags(HashSet::from(["script", "style"]))
+        .tag_attributes(attributes)
+        .generic_attributes(HashSet::new())
+        .url_schemes(HashSet::from(LINK_SCHEMES))
+        // A relative link has nothing to be relative to in an inbox.
+        .url_relative(ammonia::UrlRelative::Deny)
+        .link_rel(Some("noopener noreferrer"))
+        .strip_comments(true)
+        .attribute_filter(|element, attribute, value| match (element, attribute) {
+            // An image over plain http (or any other scheme) is left out:
+            // mail clients warn about it, and it can track a reader.
+            ("img", "src") if !has_scheme(value, &["https"]) => None,
+            _ => Some(Cow::Borrowed(value)),
+        });
+    builder
+});
+
+/// Whether `url` is absolute with one of `schemes` (case-insensitive).
+fn has_scheme(url: &str, schemes: &[&str]) -> bool {
+    url.trim()
+        .split_once(':')
+        .is_some_and(|(scheme, _)| schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)))
+}
+
+/// The sanitised HTML of `markdown`, before styling.
+pub fn to_clean_html(markdown: &str) -> String {
+    let mut html = String::with_capacity(markdown.len() * 2);
+    pulldown_cmark::html::push_html(&mut html, parser(markdown));
+    SANITISER.clean(&html).to_string()
 }
 
 /// Inline styles per element, applied to the HTML pulldown-cmark writes.
@@ -27,9 +113,9 @@ const INLINE_STYLES: [(&str, &str); 11] = [
     ("<hr />", "<hr style=\"border:0;border-top:1px solid #dddddd;margin:24px 0;\" />"),
 ];
 
+/// Sanitised, then styled: the styles are ours, added after the cleaning.
 pub fn to_email_html(markdown: &str) -> String {
-    let mut html = String::with_capacity(markdown.len() * 2);
-    pulldown_cmark::html::push_html(&mut html, parser(markdown));
+    let mut html = to_clean_html(markdown);
     for (tag, styled) in INLINE_STYLES {
         html = html.replace(tag, styled);
     }
@@ -59,8 +145,19 @@ struct TextWriter {
     quote_depth: usize,
     pending_item_marker: Option<String>,
     heading: Option<HeadingLevel>,
-    links: Vec<String>,
+    /// The URLs of the links we are inside; `None` for one not shown.
+    links: Vec<Option<String>>,
     in_code_block: bool,
+    /// Inside inline `<script>` or `<style>`: its text is not prose.
+    in_raw_code: bool,
+    cells: Vec<String>,
+}
+
+/// A link's URL as the text part shows it: only one a reader may follow.
+fn shown_url(url: &str) -> Option<String> {
+    has_scheme(url, &LINK_SCHEMES)
+        .then(|| url.trim().to_owned())
+        .filter(|url| !url.chars().any(char::is_control))
 }
 
 impl TextWriter {
@@ -120,6 +217,7 @@ impl TextWriter {
                     self.out.push('\n');
                 }
             }
+            Event::Text(_) if self.in_raw_code => {}
             Event::Text(text) | Event::Code(text) => self.inline.push_str(&text),
             Event::SoftBreak => self.inline.push(' '),
             Event::HardBreak => self.inline.push('\n'),
@@ -128,7 +226,15 @@ impl TextWriter {
                 self.out.push_str(&"-".repeat(TEXT_WIDTH / 3));
                 self.out.push_str("\n\n");
             }
-            Event::Html(_) | Event::InlineHtml(_) => {}
+            Event::InlineHtml(html) => {
+                let tag = html.trim_start().to_ascii_lowercase();
+                if tag.starts_with("<script") || tag.starts_with("<style") {
+                    self.in_raw_code = true;
+                } else if tag.starts_with("</script") || tag.starts_with("</style") {
+                    self.in_raw_code = false;
+                }
+            }
+            Event::Html(_) => {}
             Event::FootnoteReference(name) => self.inline.push_str(&format!("[{name}]")),
             Event::TaskListMarker(done) => self.inline.push_str(if done { "[x] " } else { "[ ] " }),
             Event::InlineMath(text) | Event::DisplayMath(text) => self.inline.push_str(&text),
@@ -166,11 +272,12 @@ impl TextWriter {
                 self.in_code_block = true;
                 if let CodeBlockKind::Fenced(_) = kind {}
             }
-            Tag::Link { dest_url, .. } => self.links.push(dest_url.to_string()),
+            Tag::Link { dest_url, .. } => self.links.push(shown_url(&dest_url)),
             Tag::Image { dest_url, .. } => {
                 self.inline.push_str("[image: ");
-                self.links.push(dest_url.to_string());
+                self.links.push(shown_url(&dest_url));
             }
+            Tag::Table(_) => self.flush_paragraph(),
             _ => {}
         }
     }
@@ -212,17 +319,25 @@ impl TextWriter {
                 self.out.push('\n');
             }
             TagEnd::Link => {
-                if let Some(url) = self.links.pop() {
+                if let Some(Some(url)) = self.links.pop() {
                     if !self.inline.ends_with(&url) {
                         self.inline.push_str(&format!(" ({url})"));
                     }
                 }
             }
-            TagEnd::Image => {
-                if let Some(url) = self.links.pop() {
-                    self.inline.push_str(&format!("] ({url})"));
-                }
+            TagEnd::Image => match self.links.pop() {
+                Some(Some(url)) => self.inline.push_str(&format!("] ({url})")),
+                _ => self.inline.push(']'),
+            },
+            TagEnd::TableCell => {
+                let cell = std::mem::take(&mut self.inline).trim().to_owned();
+                self.cells.push(cell);
             }
+            TagEnd::TableHead | TagEnd::TableRow => {
+                let row = std::mem::take(&mut self.cells).join(" | ");
+                self.out.push_str(&format!("{}{row}\n", self.indent()));
+            }
+            TagEnd::Table => self.out.push('\n'),
             _ => {}
         }
     }
@@ -286,5 +401,146 @@ mod tests {
             assert!(text.contains("Try this week\n-------------"), "{text}");
             assert!(!text.contains("**"), "{text}");
         }
+    }
+
+    const HOSTILE: &str = "Hello <script>alert('x')</script> there.\n\n\
+        <iframe src=\"https://evil.example/\"></iframe>\n\n\
+        <style>body { display: none }</style>\n\n\
+        <p onclick=\"steal()\" onmouseover=\"steal()\">Click</p>\n\n\
+        [js](javascript:alert(1)) [js2](JaVaScRiPt:alert(2)) [data](data:text/html;base64,PHNjcmlwdD4=) \
+        [vb](vbscript:msgbox) <a href=\"javascript:alert(3)\">raw</a>\n\n\
+        ![pixel](http://tracker.example/p.gif) <img src=x onerror=alert(4)>\n";
+
+    #[test]
+    fn raw_html_scripts_and_dangerous_urls_are_dropped() {
+        let html = to_email_html(HOSTILE).to_ascii_lowercase();
+        for forbidden in [
+            "<script",
+            "alert('x')",
+            "<iframe",
+            "<style",
+            "display: none",
+            "onclick",
+            "onmouseover",
+            "onerror",
+            "javascript:",
+            "data:",
+            "vbscript:",
+            "tracker.example",
+        ] {
+            assert!(!html.contains(forbidden), "{forbidden} in {html}");
+        }
+        assert!(html.contains("hello"), "{html}");
+        assert!(
+            html.contains(">click</p>"),
+            "the text of a cleaned tag stays: {html}"
+        );
+        let text = to_plain_text(HOSTILE).to_ascii_lowercase();
+        for forbidden in [
+            "<script",
+            "alert('x')",
+            "<iframe",
+            "javascript:",
+            "data:",
+            "vbscript:",
+        ] {
+            assert!(!text.contains(forbidden), "{forbidden} in {text}");
+        }
+        assert!(text.contains("hello"), "{text}");
+    }
+
+    #[test]
+    fn ordinary_markdown_survives_the_cleaning() {
+        let markdown = "# Title\n\nSome *emphasis*, **strength**, `code` and ~~gone~~.\n\n\
+            > A quote\n\n1. one\n2. two\n\n- a [web](https://example.com/a?b=1&c=2)\n\
+            - a [mail](mailto:ada@example.com)\n\n```\nfn main() {}\n```\n\n\
+            ![chart](https://example.com/chart.png)\n\n| a | b |\n|---|---|\n| 1 | 2 |\n";
+        let html = to_email_html(markdown);
+        for kept in [
+            "<h1 style=",
+            "<em>emphasis</em>",
+            "<strong>strength</strong>",
+            "<code>code</code>",
+            "<del>gone</del>",
+            "<blockquote style=",
+            "<ol style=",
+            "href=\"https://example.com/a?b=1&amp;c=2\"",
+            "href=\"mailto:ada@example.com\"",
+            "<pre style=",
+            "<img src=\"https://example.com/chart.png\" alt=\"chart\">",
+            "<table>",
+            "<td>2</td>",
+        ] {
+            assert!(html.contains(kept), "{kept} missing from {html}");
+        }
+        let text = to_plain_text(markdown);
+        assert!(text.contains("a | b\n1 | 2\n"), "{text}");
+        assert!(
+            text.contains("web (https://example.com/a?b=1&c=2)"),
+            "{text}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever the post says, the cleaned HTML runs nothing.
+        #[test]
+        fn no_input_gets_a_script_through(
+            markdown in proptest::string::string_regex(
+                "([a-z ]|<|>|/|=|\"|'|:|\\[|\\]|\\(|\\)|\\n|script|javascript|on[a-z]+|img|iframe|a href|src|&#[0-9]+;|\\*|#|`)*"
+            ).unwrap()
+        ) {
+            let html = to_email_html(&markdown).to_ascii_lowercase();
+            // Text escapes `<`, so any `<script` would be a tag.
+            proptest::prop_assert!(!html.contains("<script"), "{}", html);
+            for (name, value) in attributes(&html) {
+                proptest::prop_assert!(!name.starts_with("on"), "{}", html);
+                proptest::prop_assert!(!value.contains("javascript:"), "{}", html);
+            }
+            // The text part is prose, where `javascript:` is only a word;
+            // its links are checked in the unit test above.
+            let _ = to_plain_text(&markdown);
+        }
+
+        #[test]
+        fn any_text_renders_without_panicking(markdown in "\\PC*") {
+            let html = to_email_html(&markdown).to_ascii_lowercase();
+            proptest::prop_assert!(!html.contains("<script"));
+            let _ = to_plain_text(&markdown);
+        }
+    }
+
+    /// Every attribute of every tag in serialised HTML (values are always
+    /// double-quoted there, with `"` escaped).
+    fn attributes(html: &str) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut rest = html;
+        while let Some(at) = rest.find('<') {
+            rest = &rest[at + 1..];
+            let name_end = rest
+                .find(|c: char| c.is_whitespace() || c == '>')
+                .unwrap_or(rest.len());
+            rest = &rest[name_end..];
+            loop {
+                rest = rest.trim_start();
+                if rest.is_empty() || rest.starts_with('>') || rest.starts_with("/>") {
+                    break;
+                }
+                let end = rest
+                    .find(|c: char| c == '=' || c == '>' || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                let name = rest[..end].to_owned();
+                rest = &rest[end..];
+                let mut value = String::new();
+                if let Some(quoted) = rest.strip_prefix("=\"") {
+                    let close = quoted.find('"').unwrap_or(quoted.len());
+                    value = quoted[..close].to_owned();
+                    rest = &quoted[(close + 1).min(quoted.len())..];
+                }
+                found.push((name, value));
+            }
+        }
+        found
     }
 }

@@ -11,6 +11,7 @@ on_both_backends!(
     an_unset_token_disables_the_admin_api_with_503,
     posts_can_be_queued_listed_edited_reordered_and_deleted,
     bad_post_input_gets_422,
+    control_characters_in_posts_get_422_naming_the_field,
     sent_posts_cannot_change,
     the_preview_is_the_email_a_subscriber_sees,
     send_now_with_an_empty_queue_is_409,
@@ -180,6 +181,81 @@ async fn bad_post_input_gets_422(backend: Backend) {
         assert!(error["error"].is_string(), "{body}");
     }
     assert!(list(&app).await.is_empty());
+}
+
+/// A NUL gave 500 on PostgreSQL and was stored on SQLite; every control
+/// character but a body's line breaks and tabs is now a 422, on both.
+async fn control_characters_in_posts_get_422_naming_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let cases = [
+        (
+            json!({ "subject": "NUL\u{0}here", "body_markdown": "x" }),
+            "subject",
+        ),
+        (
+            json!({ "subject": "Escape\u{1b}[31m", "body_markdown": "x" }),
+            "subject",
+        ),
+        (
+            json!({ "subject": "Delete\u{7f}", "body_markdown": "x" }),
+            "subject",
+        ),
+        (
+            json!({ "subject": "Fine", "body_markdown": "NUL \u{0} in the body" }),
+            "body_markdown",
+        ),
+        (
+            json!({ "subject": "Fine", "body_markdown": "Bell \u{7}" }),
+            "body_markdown",
+        ),
+        (
+            json!({ "subject": "Fine", "body_markdown": "C1 \u{85} next line" }),
+            "body_markdown",
+        ),
+    ];
+    for (body, field) in &cases {
+        let response = app
+            .admin(Method::POST, "/api/admin/posts")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{body}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(field), "{body}: {message}");
+        assert!(message.contains("control character"), "{body}: {message}");
+    }
+    assert!(list(&app).await.is_empty(), "nothing was stored");
+
+    // Line breaks and tabs are what a body is made of.
+    let id = app
+        .enqueue("Kept", "Line one\r\nLine two\n\n\tindented code\n")
+        .await;
+    for (body, field) in cases {
+        let mut patch = body.clone();
+        patch.as_object_mut().unwrap().retain(|key, _| key == field);
+        let response = app
+            .admin(Method::PATCH, &format!("/api/admin/posts/{id}"))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "PATCH {patch}");
+    }
+    let post: Value = app
+        .admin(Method::GET, &format!("/api/admin/posts/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(post["subject"], "Kept");
+    assert_eq!(
+        post["body_markdown"],
+        "Line one\r\nLine two\n\n\tindented code\n"
+    );
 }
 
 async fn sent_posts_cannot_change(backend: Backend) {

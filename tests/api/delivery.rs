@@ -23,6 +23,7 @@ on_both_backends!(
     sequence_mode_starts_late_joiners_at_tip_one,
     sigterm_drains_the_sends_in_flight,
     an_unreachable_server_costs_no_delivery_an_attempt,
+    subjects_and_names_stay_text_in_the_headers,
 );
 
 async fn status_of(app: &TestApp, email: &str) -> String {
@@ -422,4 +423,68 @@ async fn an_unreachable_server_costs_no_delivery_an_attempt(backend: Backend) {
         }
     );
     assert_eq!(server.received().len(), 5);
+}
+
+/// A subject holding a literal encoded-word arrives as that text, with no
+/// header smuggled in; a name that cannot be a display name is left out of
+/// `To`, and one that needs quoting is quoted.
+async fn subjects_and_names_stay_text_in_the_headers(backend: Backend) {
+    use tidings::domain::subscriber::{
+        EmailAddress, OperatorSource, SubscriberName, SubscriberStatus,
+    };
+    let app = spawn_app(backend).await;
+    for (email, name) in [
+        ("dot@example.com", "."),
+        ("quoted@example.com", "J. \"Jo\" Smith, Esq."),
+        ("plain@example.com", "Ana"),
+        ("accent@example.com", "Zoë"),
+    ] {
+        app.state
+            .newsletter
+            .add_subscriber(
+                EmailAddress::parse(email).unwrap(),
+                SubscriberName::parse_optional(Some(name)).unwrap(),
+                SubscriberStatus::Confirmed,
+                OperatorSource::Cli,
+            )
+            .await
+            .unwrap();
+    }
+    let subject = "=?utf-8?q?=0D=0ABcc:evil@example.com?=";
+    app.enqueue(subject, "Body.").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    let mails = app.mail.wait_for_total(4).await;
+    assert!(mails
+        .iter()
+        .all(|mail| !mail.to.iter().any(|to| to.contains("evil"))));
+    for (email, display) in [
+        ("dot@example.com", None),
+        ("quoted@example.com", Some("J. \"Jo\" Smith, Esq.")),
+        ("plain@example.com", Some("Ana")),
+        ("accent@example.com", Some("Zoë")),
+    ] {
+        let mail = &app.mail.received_by(email)[0];
+        assert_eq!(mail.subject(), subject, "the subject is text");
+        let raw = String::from_utf8_lossy(&mail.data).to_string();
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        assert!(!head.to_ascii_lowercase().contains("\r\nbcc:"), "{head}");
+        assert!(mail.parsed().bcc().is_none(), "{head}");
+        assert!(
+            head.contains("Subject: =?utf-8?q?"),
+            "always encoded: {head}"
+        );
+        let parsed = mail.parsed();
+        let to = parsed.to().unwrap().first().unwrap();
+        assert_eq!(to.address.as_deref(), Some(email));
+        assert_eq!(to.name.as_deref(), display, "{head}");
+        let raw_to = mail.header("To").unwrap();
+        match email {
+            "dot@example.com" => assert_eq!(raw_to, "dot@example.com"),
+            "quoted@example.com" => {
+                assert_eq!(raw_to, "\"J. \\\"Jo\\\" Smith, Esq.\" <quoted@example.com>")
+            }
+            "plain@example.com" => assert_eq!(raw_to, "Ana <plain@example.com>"),
+            _ => assert_eq!(raw_to, "=?utf-8?q?Zo=C3=AB?= <accent@example.com>"),
+        }
+    }
 }

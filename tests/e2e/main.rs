@@ -10,3 +10,4 @@ mod cli;
 mod consent;
 mod faults;
 mod fleet;
+mod input;

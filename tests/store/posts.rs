@@ -85,7 +85,7 @@ async fn a_queued_post_can_be_edited_field_by_field(backend: Backend) {
     assert_eq!(post.body_markdown, "Draft: the body.", "the body is kept");
     assert_eq!(post.position, 1);
     let body_only = PostChanges {
-        body_markdown: Some("New *words*.".into()),
+        body_markdown: Some(tidings::domain::post::PostBody::parse("New *words*.").unwrap()),
         ..Default::default()
     };
     let PostEdit::Updated(post) = store.update_post(id, body_only).await.unwrap() else {
@@ -206,7 +206,9 @@ async fn a_sent_post_refuses_edits_and_deletes(backend: Backend) {
             ..Default::default()
         },
         PostChanges {
-            body_markdown: Some("Rewritten history".into()),
+            body_markdown: Some(
+                tidings::domain::post::PostBody::parse("Rewritten history").unwrap(),
+            ),
             ..Default::default()
         },
         place(2),

@@ -157,7 +157,7 @@ pub async fn events(store: &TestStore, id: i64) -> Vec<ConsentEvent> {
 pub fn new_post(subject: &str, body: &str) -> NewPost {
     NewPost {
         subject: PostSubject::parse(subject).unwrap(),
-        body_markdown: body.to_owned(),
+        body_markdown: tidings::domain::post::PostBody::parse(body).unwrap(),
     }
 }
 
