@@ -7,5 +7,6 @@ mod postgres;
 mod harness;
 
 mod cli;
+mod edge;
 mod faults;
 mod fleet;
