@@ -2,7 +2,6 @@
 //! at start, and runs the HTTP server, scheduler and delivery worker until
 //! told to stop.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -86,16 +85,7 @@ impl Services {
     }
 }
 
-/// A database URL fit for a log line: no password.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact;
 
 #[derive(Clone)]
 pub struct AppOptions {
@@ -161,6 +151,11 @@ impl Application {
             )),
             newsletter,
             signup_limiter: http::signup_limiter(settings.http.subscribe_per_ip_per_hour),
+            auth_failures: http::AuthThrottle::default(),
+            body_budget: http::BodyBudget::new(
+                settings.http.max_body_bytes_in_flight,
+                settings.http.body_read_timeout,
+            ),
             settings,
             templates,
             metrics,
@@ -223,12 +218,8 @@ impl Application {
         );
 
         let app = http::router(self.state.clone());
-        let server = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
+        let limits = http::server::ServerLimits::from_settings(settings);
+        let server = http::server::serve(self.listener, app, limits, stop.clone());
         let mut server = std::pin::pin!(server);
         let mut failure = None;
         let served = tokio::select! {

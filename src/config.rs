@@ -4,6 +4,7 @@
 //! an error that names the key.
 
 pub use crate::domain::issue::ScheduleMode;
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -42,6 +43,7 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     pub admin: AdminSettings,
     pub templates: TemplateSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +67,18 @@ pub struct HttpSettings {
     pub bind: SocketAddr,
     pub subscribe_per_ip_per_hour: u32,
     pub confirmation_window: Duration,
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// A client that has not sent a whole request head by then is dropped.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request body that is not all in by then is cut off.
+    pub body_read_timeout: Duration,
+    /// Open connections at most (lowered to fit the descriptor limit).
+    pub max_connections: usize,
+    /// Request-body bytes buffered at once, over all requests.
+    pub max_body_bytes_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +121,33 @@ pub fn backend_of(url: &str) -> Result<Backend, String> {
         Ok(Backend::Postgres)
     } else {
         Err(format!(
-            "`{url}` is neither a sqlite: nor a postgres:// URL"
+            "`{}` is neither a sqlite: nor a postgres:// URL",
+            redact(url)
         ))
+    }
+}
+
+/// A URL fit for a log line or an error: no password, even when the URL
+/// does not parse (`user:pass@` is cut out by hand then).
+pub fn redact(url: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        if parsed.password().is_some() && parsed.set_password(Some("****")).is_ok() {
+            return parsed.to_string();
+        }
+        if parsed.password().is_none() {
+            return url.to_owned();
+        }
+    }
+    let authority_start = url.find("://").map_or(0, |at| at + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let user_info = &rest[..at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{}{user}:****{}", &url[..authority_start], &rest[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -138,6 +176,12 @@ pub struct ScheduleSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// `None` means the admin API is switched off.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `None` means `/metrics` takes the admin token (or nobody, without one).
     pub token: Option<String>,
 }
 
@@ -197,6 +241,7 @@ struct RawSettings {
     schedule: RawSchedule,
     admin: RawAdmin,
     templates: RawTemplates,
+    metrics: RawMetrics,
 }
 
 #[derive(Deserialize)]
@@ -220,7 +265,18 @@ struct RawHttp {
     subscribe_per_ip_per_hour: u32,
     #[serde(deserialize_with = "lenient_string")]
     confirmation_window: String,
-    trust_forwarded_for: bool,
+    trusted_proxies: Vec<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    header_read_timeout: String,
+    #[serde(deserialize_with = "lenient_string")]
+    idle_timeout: String,
+    #[serde(deserialize_with = "lenient_string")]
+    body_read_timeout: String,
+    max_connections: u32,
+    max_body_bytes_in_flight: u64,
+    /// The old switch, kept only to say what replaced it.
+    #[serde(default)]
+    trust_forwarded_for: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +328,13 @@ struct RawAdmin {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(deserialize_with = "lenient_string")]
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTemplates {
     #[serde(deserialize_with = "lenient_string")]
     dir: String,
@@ -316,31 +379,13 @@ fn positive(key: &'static str, value: u32) -> Result<u32, ConfigError> {
 impl RawSettings {
     fn parse(self) -> Result<Settings, ConfigError> {
         let newsletter = self.newsletter.parse()?;
-        let http =
-            HttpSettings {
-                bind: self.http.bind.parse().map_err(|error| {
-                    invalid("http.bind", format!("`{}`: {error}", self.http.bind))
-                })?,
-                subscribe_per_ip_per_hour: self.http.subscribe_per_ip_per_hour,
-                confirmation_window: parse_duration(
-                    "http.confirmation_window",
-                    &self.http.confirmation_window,
-                )?,
-                trust_forwarded_for: self.http.trust_forwarded_for,
-            };
+        let http = self.http.parse()?;
         let database = DatabaseSettings::from_url(
             self.database.url.trim(),
             positive("database.max_connections", self.database.max_connections)?,
         )?;
         let smtp = self.smtp.parse()?;
         let schedule = self.schedule.parse()?;
-        let token = self.admin.token.trim().to_owned();
-        if !token.is_empty() && token.len() < 16 {
-            return Err(invalid(
-                "admin.token",
-                "must be at least 16 characters (or empty to disable the admin API)",
-            ));
-        }
         Ok(Settings {
             newsletter,
             http,
@@ -348,13 +393,100 @@ impl RawSettings {
             smtp,
             schedule,
             admin: AdminSettings {
-                token: (!token.is_empty()).then_some(token),
+                token: secret_token("admin.token", &self.admin.token, "the admin API")?,
             },
             templates: TemplateSettings {
                 dir: PathBuf::from(self.templates.dir),
             },
+            metrics: MetricsSettings {
+                token: secret_token("metrics.token", &self.metrics.token, "its own token")?,
+            },
         })
     }
+}
+
+/// A bearer token: empty means none; a value of spaces alone is a mistake
+/// (an unset variable in a template, say), not a wish to switch it off.
+/// The value itself never goes into the error.
+fn secret_token(
+    key: &'static str,
+    text: &str,
+    empty_means: &str,
+) -> Result<Option<String>, ConfigError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(invalid(
+            key,
+            format!("is only whitespace; set a secret of at least 16 characters, or leave it empty for {empty_means}"),
+        ));
+    }
+    if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            key,
+            format!("must be at least 16 characters without spaces (or empty for {empty_means})"),
+        ));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+impl RawHttp {
+    fn parse(self) -> Result<HttpSettings, ConfigError> {
+        if self.trust_forwarded_for.is_some() {
+            return Err(invalid(
+                "http.trust_forwarded_for",
+                "was replaced by http.trusted_proxies, a list of the proxies' CIDRs \
+                 (e.g. [\"127.0.0.1/32\"]); remove it and list your reverse proxies there",
+            ));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|text| parse_cidr(text.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HttpSettings {
+            bind: self
+                .bind
+                .parse()
+                .map_err(|error| invalid("http.bind", format!("`{}`: {error}", self.bind)))?,
+            subscribe_per_ip_per_hour: self.subscribe_per_ip_per_hour,
+            confirmation_window: parse_duration(
+                "http.confirmation_window",
+                &self.confirmation_window,
+            )?,
+            trusted_proxies,
+            header_read_timeout: nonzero_duration(
+                "http.header_read_timeout",
+                &self.header_read_timeout,
+            )?,
+            idle_timeout: nonzero_duration("http.idle_timeout", &self.idle_timeout)?,
+            body_read_timeout: nonzero_duration("http.body_read_timeout", &self.body_read_timeout)?,
+            max_connections: positive("http.max_connections", self.max_connections)? as usize,
+            max_body_bytes_in_flight: match self.max_body_bytes_in_flight {
+                bytes if bytes < 1024 * 1024 => {
+                    return Err(invalid(
+                        "http.max_body_bytes_in_flight",
+                        "must be at least 1048576 (1 MiB, the largest body one request may send)",
+                    ))
+                }
+                bytes => usize::try_from(bytes).unwrap_or(usize::MAX),
+            },
+        })
+    }
+}
+
+/// A CIDR, or a bare address meaning just that host.
+fn parse_cidr(text: &str) -> Result<IpNet, ConfigError> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            invalid(
+                "http.trusted_proxies",
+                format!("`{text}` is not a CIDR like 10.0.0.0/8 or ::1/128"),
+            )
+        })
 }
 
 impl RawNewsletter {
@@ -514,6 +646,13 @@ mod tests {
             ),
             ("[http]\nbind = \"nowhere\"", "http.bind"),
             ("[admin]\ntoken = \"short\"", "admin.token"),
+            ("[metrics]\ntoken = \"short\"", "metrics.token"),
+            (
+                "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "http.trusted_proxies",
+            ),
+            ("[http]\nidle_timeout = \"0s\"", "http.idle_timeout"),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
         ] {
             let error = load_with(toml).expect_err(toml).to_string();
             assert!(error.contains(key), "`{error}` should name {key}");
@@ -528,6 +667,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("smtp.concurrency"), "{error}");
+    }
+
+    #[test]
+    fn a_whitespace_only_token_is_an_error_naming_its_key() {
+        for key in ["admin", "metrics"] {
+            let toml = format!("[{key}]\ntoken = \"   \\t \"");
+            let error = load_with(&toml).expect_err(&toml).to_string();
+            assert!(error.contains(&format!("{key}.token")), "{error}");
+            assert!(error.contains("whitespace"), "{error}");
+        }
+        let settings = load_with("[admin]\ntoken = \"\"").unwrap();
+        assert!(settings.admin.token.is_none(), "empty still means off");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_config_errors() {
+        let secret = "s3cret-Pa55word-xyz";
+        for toml in [
+            format!("[database]\nurl = \"mysql://tidings:{secret}@db.example.com/t\""),
+            format!("[database]\nurl = \"mongodb://u:{secret}@h st/x\""),
+            format!("[smtp]\nurl = \"http://u:{secret}@mail.example.com\""),
+            format!("[smtp]\nurl = \"smtp://u:{secret}@\""),
+            format!("[admin]\ntoken = \"{secret} x\""),
+            format!("[metrics]\ntoken = \"short{secret}\"\n[admin]\ntoken = 5"),
+            "[admin]\ntoken = \"tiny\"".to_owned(),
+        ] {
+            let error = load_with(&toml).expect_err(&toml).to_string();
+            assert!(!error.contains(secret), "`{error}` shows the secret");
+            assert!(!error.contains("tiny"), "`{error}` shows the token");
+        }
+    }
+
+    #[test]
+    fn redact_hides_passwords_in_urls_that_do_not_parse() {
+        assert_eq!(
+            redact("postgres://tidings:hunter2@db:5432/t"),
+            "postgres://tidings:****@db:5432/t"
+        );
+        assert_eq!(
+            redact("postgres://u:hunter2@ho st/x"),
+            "postgres://u:****@ho st/x"
+        );
+        assert_eq!(redact("sqlite://tidings.db"), "sqlite://tidings.db");
+        assert_eq!(redact("postgres://u@db/t"), "postgres://u@db/t");
+    }
+
+    #[test]
+    fn trusted_proxies_and_the_old_switch() {
+        let settings =
+            load_with("[http]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1\", \"10.0.0.0/8\"]")
+                .unwrap();
+        assert_eq!(settings.http.trusted_proxies.len(), 3);
+        assert!(load_layers(None, false)
+            .unwrap()
+            .http
+            .trusted_proxies
+            .is_empty());
+        let error = load_with("[http]\ntrust_forwarded_for = true")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("http.trusted_proxies"), "{error}");
     }
 
     #[test]

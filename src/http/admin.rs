@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +32,10 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route("/subscribers", get(list_subscribers))
         .route("/subscribers/{id}/consent", get(consent_log))
         .route("/stats", get(stats))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::body::bound_admin,
+        ))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -50,19 +54,18 @@ async fn require_token(
     let Some(expected) = state.settings.admin.token.as_deref() else {
         return Err(ApiError::Disabled);
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match presented {
+    // Wrong guesses are throttled per client; past the allowance even the
+    // right token waits, so a guesser learns nothing while throttled.
+    let ip = super::client_ip_of(request.headers(), request.extensions(), &state);
+    if let Some(throttled) = state.auth_failures.refuses(ip) {
+        return Ok(throttled);
+    }
+    match super::auth::bearer(request.headers()) {
         Some(token) if token_matches(expected, token) => Ok(next.run(request).await),
-        _ => Err(ApiError::Unauthorized),
+        _ => {
+            state.auth_failures.failed(ip);
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 

@@ -1,17 +1,15 @@
 //! The HTTP edge: public signup pages and the authenticated admin API.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use axum::routing::{get, post};
 use axum::Router;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -25,10 +23,19 @@ use crate::schedule::Scheduler;
 use crate::store::SharedStore;
 
 mod admin;
+mod auth;
+mod body;
+pub mod client_ip;
 mod error;
+pub mod limiter;
+mod metrics;
 mod public;
+pub mod server;
 
+pub use auth::AuthThrottle;
+pub use body::BodyBudget;
 pub use error::{ApiError, PageError};
+pub use limiter::Limiter;
 
 /// The service the handlers call, and what only HTTP needs besides.
 pub struct AppState {
@@ -37,7 +44,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub templates: Arc<Templates>,
     pub pages: StaticPages,
-    pub signup_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    pub signup_limiter: Option<Limiter>,
+    /// Failed bearer-token checks (admin API, metrics), per client.
+    pub auth_failures: AuthThrottle,
+    pub body_budget: BodyBudget,
     pub metrics: Arc<Metrics>,
     /// For `next_send_at` in the stats and metrics.
     pub scheduler: Arc<Scheduler>,
@@ -76,13 +86,13 @@ impl AppState {
     }
 }
 
-pub fn signup_limiter(per_hour: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
-    NonZeroU32::new(per_hour).map(|burst| {
-        let quota = Quota::with_period(Duration::from_secs(3600) / burst.get())
-            .expect("a positive period")
-            .allow_burst(burst);
-        RateLimiter::keyed(quota)
-    })
+/// `None` when the limit is 0 (off).
+pub fn signup_limiter(per_hour: u32) -> Option<Limiter> {
+    Limiter::new(
+        per_hour,
+        Duration::from_secs(3600),
+        limiter::DEFAULT_CAPACITY,
+    )
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -98,9 +108,12 @@ pub fn router(state: SharedState) -> Router {
             get(public::unsubscribe_page).post(public::unsubscribe),
         )
         .route("/healthz", get(public::health))
-        .route("/metrics", get(public::metrics))
+        .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body::bound_public,
+        ))
         .nest("/api/admin", admin::router(state.clone()))
-        .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
@@ -131,33 +144,35 @@ impl FromRequestParts<SharedState> for ClientInfo {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        let forwarded = state
-            .settings
-            .http
-            .trust_forwarded_for
-            .then(|| {
-                parts
-                    .headers
-                    .get("x-forwarded-for")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.split(',').next())
-                    .and_then(|first| first.trim().parse::<IpAddr>().ok())
-            })
-            .flatten();
         let user_agent = parts
             .headers
             .get(axum::http::header::USER_AGENT)
             .and_then(|value| value.to_str().ok())
             .map(|agent| agent.chars().take(512).collect());
         Ok(ClientInfo {
-            ip: forwarded.or(peer),
+            ip: client_ip_of(&parts.headers, &parts.extensions, state),
             user_agent,
         })
     }
+}
+
+/// The peer's address, or the client's behind a trusted proxy (see
+/// `client_ip::client_ip`).
+pub fn client_ip_of(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    state: &SharedState,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    Some(client_ip::client_ip(
+        peer,
+        forwarded,
+        &state.settings.http.trusted_proxies,
+    ))
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub async fn subscribe(
         );
     }
     if let (Some(limiter), Some(ip)) = (&state.signup_limiter, client.ip) {
-        if limiter.check_key(&ip).is_err() {
+        if limiter.check(ip).is_err() {
             return reply.rejected(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many signups from your network. Please wait a while and try again.",
@@ -140,7 +140,7 @@ pub async fn subscribe(
         .as_deref()
         .is_some_and(|text| !text.trim().is_empty())
     {
-        tracing::info!("honeypot field filled in; signup ignored");
+        state.metrics.record_honeypot_hit();
         return reply.accepted();
     }
     let email = match EmailAddress::parse(form.email.as_deref().unwrap_or_default()) {
@@ -312,20 +312,4 @@ fn unavailable() -> Response {
         Json(json!({ "status": "unavailable", "error": "the database is not answering" })),
     )
         .into_response()
-}
-
-pub async fn metrics(State(state): State<SharedState>) -> Result<Response, super::ApiError> {
-    let store = state.store();
-    let subscribers = store.subscriber_counts().await?;
-    let deliveries = store.delivery_counts().await?;
-    let next = state.scheduler.next_send_at().map(|at| at.timestamp());
-    let body = state.metrics.render(&subscribers, &deliveries, next);
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response())
 }

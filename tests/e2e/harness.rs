@@ -252,9 +252,24 @@ impl Install {
     }
 
     pub fn serve(&self, port: u16) -> Daemon {
+        self.serve_with(port, self.command(&["serve"]))
+    }
+
+    /// `serve` with its file-descriptor limit (soft and hard) set to `limit`.
+    pub fn serve_with_descriptor_limit(&self, port: u16, limit: u64) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let mut command = self.command(&["serve"]);
+        // SAFETY: setrlimit is async-signal-safe, and nothing else runs
+        // between fork and exec.
+        unsafe {
+            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+        }
+        self.serve_with(port, command)
+    }
+
+    fn serve_with(&self, port: u16, mut command: Command) -> Daemon {
         let log = self.dir.join(format!("serve-{port}.log"));
-        let child = self
-            .command(&["serve"])
+        let child = command
             .env("TIDINGS_HTTP__BIND", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -345,6 +360,10 @@ impl Daemon {
             .trim()
             .parse()
             .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, signal: &str) {

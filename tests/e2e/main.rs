@@ -8,6 +8,7 @@ mod harness;
 
 mod cli;
 mod consent;
+mod edge;
 mod faults;
 mod fleet;
 mod input;

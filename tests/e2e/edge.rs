@@ -1,0 +1,302 @@
+//! The edge under abuse: floods of half-sent bodies, idle connections under
+//! a low descriptor limit, forged `X-Forwarded-For`, token guessing, and
+//! secrets in config errors.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::harness::{free_port, wait_until, Daemon, Install, ADMIN_TOKEN};
+
+/// A field of /proc/PID/status, in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+fn raise_own_descriptor_limit() {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+}
+
+/// Opens a connection and sends a request head announcing `length` bytes
+/// of body, then `sent` of them; leaves it open.
+fn half_send(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    length: usize,
+    sent: usize,
+) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         {auth}Content-Length: {length}\r\n\r\n"
+    );
+    // The daemon may refuse and close before taking it all: that is fine.
+    let _ = stream.write_all(head.as_bytes());
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut left = sent;
+    while left > 0 {
+        let size = left.min(chunk.len());
+        if stream.write_all(&chunk[..size]).is_err() {
+            break;
+        }
+        left -= size;
+    }
+    Some(stream)
+}
+
+#[test]
+fn a_thousand_half_sent_megabyte_bodies_keep_memory_bounded() {
+    raise_own_descriptor_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path()).set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
+    let daemon = install.serve(free_port());
+    let pid = daemon.pid();
+    let idle_kb = status_kb(pid, "VmRSS");
+    // Half at the public signup route, half at the admin API with the right
+    // token (1 MB is within its limit, so these queue for the byte budget).
+    let mut open = Vec::new();
+    for n in 0..1000 {
+        let (path, token) = if n % 2 == 0 {
+            ("/subscribe", None)
+        } else {
+            ("/api/admin/posts", Some(ADMIN_TOKEN))
+        };
+        open.extend(half_send(daemon.port, path, token, 1_000_000, 500_000));
+    }
+    assert!(open.len() > 900, "only {} connections opened", open.len());
+    // Still serving people meanwhile.
+    let page = daemon.client.get(daemon.url("/")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let peak_kb = status_kb(pid, "VmHWM");
+    eprintln!(
+        "idle {idle_kb} kB, peak {peak_kb} kB with {} open",
+        open.len()
+    );
+    assert!(
+        peak_kb < 150 * 1024,
+        "peak RSS {peak_kb} kB with 1,000 half-sent bodies"
+    );
+    drop(open);
+    let mut now_kb = 0;
+    wait_until("RSS back near idle", Duration::from_secs(20), || {
+        now_kb = status_kb(pid, "VmRSS");
+        now_kb < idle_kb + 40 * 1024
+    });
+    eprintln!("after closing: {now_kb} kB");
+}
+
+#[test]
+fn idle_connections_under_a_low_descriptor_limit_do_not_lock_people_out() {
+    raise_own_descriptor_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let idle_timeout = Duration::from_secs(2);
+    let install = Install::new(dir.path()).set("TIDINGS_HTTP__IDLE_TIMEOUT", "2s");
+    let daemon = install.serve_with_descriptor_limit(free_port(), 1024);
+    // 1,100 connections that never send a byte: more than the daemon has
+    // descriptors for.
+    let idle: Vec<TcpStream> = (0..1100)
+        .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).unwrap())
+        .collect();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(idle_timeout + Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let page = client.get(daemon.url("/")).send().expect("GET / answers");
+    assert_eq!(page.status(), 200);
+    eprintln!("GET / answered after {:?}", started.elapsed());
+    drop(idle);
+    let log = daemon.log_text();
+    assert!(
+        log.matches("Too many open files").count() <= 1,
+        "the log is flooded:\n{log}"
+    );
+    assert!(log.contains("connection cap"), "{log}");
+}
+
+fn metrics_status(daemon: &Daemon, token: Option<&str>) -> (u16, String) {
+    let mut request = daemon.client.get(daemon.url("/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn metrics_need_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_token = "e2e-metrics-token-abcdefghij";
+    let install = Install::new(dir.path())
+        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
+        .set("TIDINGS_METRICS__TOKEN", metrics_token);
+    let daemon = install.serve(free_port());
+    let (status, body) = metrics_status(&daemon, None);
+    assert_eq!(status, 401);
+    assert!(!body.contains("tidings_subscribers"), "{body}");
+    assert_eq!(metrics_status(&daemon, Some("not-the-token-at-all")).0, 401);
+    let (status, body) = metrics_status(&daemon, Some(metrics_token));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("tidings_subscribers{status=\"pending\"}"),
+        "{body}"
+    );
+    drop(daemon);
+
+    // Without metrics.token, the admin token opens it; with no token at
+    // all, the answer says how to switch it on.
+    let admin_only = Install::new(dir.path()).set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
+    let daemon = admin_only.serve(free_port());
+    assert_eq!(metrics_status(&daemon, Some(ADMIN_TOKEN)).0, 200);
+    drop(daemon);
+    let daemon = Install::new(dir.path()).serve(free_port());
+    let (status, body) = metrics_status(&daemon, Some(ADMIN_TOKEN));
+    assert_eq!(status, 401);
+    assert!(body.contains("metrics.token"), "{body}");
+}
+
+fn subscribe_via_proxy(daemon: &Daemon, email: &str, forwarded_for: &str) -> u16 {
+    daemon
+        .client
+        .post(daemon.url("/subscribe"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&serde_json::json!({ "email": email }))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn a_forged_forwarded_for_behind_a_trusted_proxy_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(
+        &config,
+        "[http]\ntrusted_proxies = [\"127.0.0.1/32\"]\nsubscribe_per_ip_per_hour = 3\n",
+    )
+    .unwrap();
+    let install = Install::new(dir.path())
+        .set("TIDINGS_CONFIG", config.to_str().unwrap())
+        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
+    let daemon = install.serve(free_port());
+    // The bot wrote 6.6.6.6; the proxy (us, on loopback) appended the
+    // address it saw, 203.0.113.9.
+    assert_eq!(
+        subscribe_via_proxy(&daemon, "first@example.com", "6.6.6.6, 203.0.113.9"),
+        202
+    );
+    let page: Value = daemon
+        .admin(Method::GET, "/api/admin/subscribers")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = page["subscribers"][0]["id"].as_i64().unwrap();
+    let log: Value = daemon
+        .admin(Method::GET, &format!("/api/admin/subscribers/{id}/consent"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(log["events"][0]["ip"], "203.0.113.9", "{log}");
+    // Another forged leftmost hop each time: still one client, so the
+    // limit of 3 an hour holds.
+    assert_eq!(
+        subscribe_via_proxy(&daemon, "second@example.com", "7.7.7.7, 203.0.113.9"),
+        202
+    );
+    assert_eq!(
+        subscribe_via_proxy(&daemon, "third@example.com", "8.8.8.8, 203.0.113.9"),
+        202
+    );
+    assert_eq!(
+        subscribe_via_proxy(&daemon, "fourth@example.com", "9.9.9.9, 203.0.113.9"),
+        429
+    );
+    // Someone else behind the same proxy is not affected.
+    assert_eq!(
+        subscribe_via_proxy(&daemon, "fifth@example.com", "6.6.6.6, 198.51.100.4"),
+        202
+    );
+}
+
+#[test]
+fn failed_admin_tokens_are_throttled_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path()).set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
+    let daemon = install.serve(free_port());
+    let stats = |token: &str| {
+        daemon
+            .client
+            .get(daemon.url("/api/admin/stats"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    for guess in 0..10 {
+        assert_eq!(stats(&format!("guess-number-{guess:06}")).status(), 401);
+    }
+    let throttled = stats("guess-number-000010");
+    assert_eq!(throttled.status(), 429);
+    let retry: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    let body: Value = throttled.json().unwrap();
+    assert!(body["error"].is_string());
+    // Even the right token waits, so a guesser learns nothing meanwhile.
+    assert_eq!(stats(ADMIN_TOKEN).status(), 429);
+}
+
+#[test]
+fn a_bad_database_url_does_not_print_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2-very-secret";
+    for url in [
+        format!("postgres://tidings:{secret}@127.0.0.1:1/tidings"),
+        format!("mysql://tidings:{secret}@db.example.com/tidings"),
+    ] {
+        let install = Install::new(dir.path())
+            .set("TIDINGS_DATABASE__URL", &url)
+            .set("TIDINGS_HTTP__BIND", format!("127.0.0.1:{}", free_port()));
+        let output = install.run(&["serve"]);
+        assert!(!output.status.success(), "{url} must not start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("database.url"), "{stderr}");
+        assert!(!stderr.contains(secret), "the password leaked: {stderr}");
+    }
+}
+
+#[test]
+fn a_whitespace_only_admin_token_stops_the_daemon_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(&config, "[admin]\ntoken = \"   \"\n").unwrap();
+    let install = Install::new(dir.path())
+        .set("TIDINGS_CONFIG", config.to_str().unwrap())
+        .set("TIDINGS_HTTP__BIND", format!("127.0.0.1:{}", free_port()));
+    let output = install.run(&["serve"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(stderr.contains("whitespace"), "{stderr}");
+}
