@@ -41,7 +41,7 @@ impl PostSubject {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PostStatus {
     Queued,
@@ -70,7 +70,7 @@ impl PostStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Post {
     pub id: i64,
     pub subject: String,
@@ -132,7 +132,7 @@ pub struct PostForRender {
     pub ordinal: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PostCounts {
     pub queued: i64,
     pub sent: i64,

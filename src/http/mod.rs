@@ -26,6 +26,8 @@ use crate::store::SharedStore;
 
 mod admin;
 mod error;
+mod headers;
+pub mod openapi;
 mod public;
 
 pub use error::{ApiError, PageError};
@@ -97,11 +99,18 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(public::health))
         .route("/metrics", get(public::metrics))
         .nest("/api/admin", admin::router(state.clone()))
+        .route("/api/openapi.json", get(openapi::document))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        // Outside the limits above, so their 413 and 408 are shaped too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::uniform_errors,
+        ))
+        .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
