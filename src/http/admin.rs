@@ -11,14 +11,14 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, SharedState};
-use crate::domain::post::{NewPost, Post, PostChanges, PostEdit, PostSubject};
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::DeliveryCounts;
+use crate::domain::post::{NewPost, Post, PostChanges, PostEdit, PostSubject};
 use crate::domain::post::{PostCounts, PostStatus};
 use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberQuery, SubscriberStatus};
 use crate::newsletter::NewsletterError;
@@ -213,7 +213,9 @@ impl From<Post> for PostSummary {
     get, path = "/api/admin/posts", tag = "admin",
     responses((status = 200, description = "Every post, in queue order", body = [PostSummary]))
 )]
-pub(super) async fn list_posts(State(state): State<SharedState>) -> Result<Json<Vec<PostSummary>>, ApiError> {
+pub(super) async fn list_posts(
+    State(state): State<SharedState>,
+) -> Result<Json<Vec<PostSummary>>, ApiError> {
     let posts = state.store().list_posts().await?;
     Ok(Json(posts.into_iter().map(PostSummary::from).collect()))
 }

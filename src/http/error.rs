@@ -198,14 +198,17 @@ pub async fn uniform_errors(
     }
     let (mut parts, body) = response.into_parts();
     let detail = rejection_detail(status, &parts.headers, body).await;
-    let message = message_for(status, &method, &parts.headers, detail.as_deref());
+    let message = message_for(status, &method, detail.as_deref());
     parts.headers.remove(header::CONTENT_LENGTH);
     let (content_type, body) = match audience {
         Audience::Json => (
             "application/json",
             Body::from(json!({ "error": message }).to_string()),
         ),
-        Audience::Html => ("text/html; charset=utf-8", Body::from(page(&state, status, &message))),
+        Audience::Html => (
+            "text/html; charset=utf-8",
+            Body::from(page(&state, status, &message)),
+        ),
     };
     parts
         .headers
@@ -229,26 +232,17 @@ async fn rejection_detail(status: StatusCode, headers: &HeaderMap, body: Body) -
     (!text.is_empty()).then_some(text)
 }
 
-fn message_for(
-    status: StatusCode,
-    method: &Method,
-    headers: &HeaderMap,
-    detail: Option<&str>,
-) -> String {
+fn message_for(status: StatusCode, method: &Method, detail: Option<&str>) -> String {
     match status {
         StatusCode::NOT_FOUND => "There is nothing at this address.".to_owned(),
+        // axum adds `Allow` after this layer has run, so it is not named here.
         StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed = headers
-                .get(header::ALLOW)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default();
-            format!("This address does not answer {method}; it answers {allowed}.")
+            format!("This address does not answer {method}; see the Allow header.")
         }
         StatusCode::REQUEST_TIMEOUT => "The request took too long.".to_owned(),
         StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.".to_owned(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            "Unsupported content type: send JSON with `Content-Type: application/json`."
-                .to_owned()
+            "Unsupported content type: send JSON with `Content-Type: application/json`.".to_owned()
         }
         StatusCode::TOO_MANY_REQUESTS => {
             "Too many requests. Please wait a while and try again.".to_owned()

@@ -37,6 +37,7 @@ pub struct ErrorBody {
 /// A signup, as a form or as JSON.
 #[derive(Serialize, ToSchema)]
 pub struct SubscribeRequest {
+    #[schema(format = Email)]
     email: String,
     /// At most 100 characters, no control characters.
     name: Option<String>,
@@ -266,10 +267,8 @@ impl Modify for CommonAnswers {
                         "429",
                         answer("Too many failed authentications from this client", readers),
                     );
-                    operation.security = Some(vec![SecurityRequirement::new(
-                        BEARER,
-                        Vec::<String>::new(),
-                    )]);
+                    operation.security =
+                        Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
                 }
                 let busy = if path.starts_with("/api/admin/") {
                     "The admin API is disabled (admin.token is empty), or the server is busy"

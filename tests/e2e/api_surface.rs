@@ -15,12 +15,22 @@ fn header(response: &Response, name: &str) -> String {
 }
 
 fn assert_page(response: &Response, what: &str, token: bool) {
-    assert!(header(response, "content-type").starts_with("text/html"), "{what}");
+    assert!(
+        header(response, "content-type").starts_with("text/html"),
+        "{what}"
+    );
     let policy = header(response, "content-security-policy");
     assert!(policy.contains("default-src 'none'"), "{what}: {policy}");
-    assert!(policy.contains("frame-ancestors 'none'"), "{what}: {policy}");
+    assert!(
+        policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
     assert!(!policy.contains("script-src"), "{what}: {policy}");
-    assert_eq!(header(response, "x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(
+        header(response, "x-content-type-options"),
+        "nosniff",
+        "{what}"
+    );
     assert_eq!(header(response, "referrer-policy"), "no-referrer", "{what}");
     if token {
         assert_eq!(header(response, "cache-control"), "no-store", "{what}");
@@ -34,7 +44,10 @@ fn assert_json_error(response: Response, status: u16, what: &str) {
         "{what}"
     );
     let body: Value = response.json().unwrap();
-    assert!(body["error"].as_str().is_some_and(|text| !text.is_empty()), "{what}: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|text| !text.is_empty()),
+        "{what}: {body}"
+    );
 }
 
 #[test]
@@ -54,9 +67,15 @@ fn pages_carry_security_headers_and_api_errors_are_json() {
     assert_eq!(subscribed.status(), 202);
     assert_page(&subscribed, "check your inbox", false);
     assert_page(&get("/confirm?token=unknown"), "confirm page", true);
-    let head = client.head(daemon.url("/confirm?token=unknown")).send().unwrap();
+    let head = client
+        .head(daemon.url("/confirm?token=unknown"))
+        .send()
+        .unwrap();
     assert_page(&head, "HEAD confirm", true);
-    let post = client.post(daemon.url("/confirm?token=unknown")).send().unwrap();
+    let post = client
+        .post(daemon.url("/confirm?token=unknown"))
+        .send()
+        .unwrap();
     assert!(post.status().is_client_error());
     assert_page(&post, "POST confirm", true);
     assert_page(&get("/unsubscribe?token=unknown"), "unsubscribe page", true);
