@@ -13,7 +13,9 @@ pub struct ConsentContext {
     pub user_agent: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialised by hand as `as_str`; the schema names the same strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum ConsentKind {
     /// Asked to subscribe (the first half of double opt-in).
     Signup,
@@ -63,7 +65,7 @@ impl Serialize for ConsentKind {
 }
 
 /// One entry of the consent log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsentEvent {
     pub kind: ConsentKind,
     pub occurred_at: DateTime<Utc>,

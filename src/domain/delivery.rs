@@ -47,7 +47,7 @@ impl DeliveryStatus {
 }
 
 /// Counts by delivery status; missing statuses are zero.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryCounts {
     pub pending: i64,
     pub sending: i64,

@@ -87,7 +87,7 @@ impl std::ops::Deref for PostBody {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PostStatus {
     Queued,
@@ -116,7 +116,7 @@ impl PostStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Post {
     pub id: i64,
     pub subject: String,
@@ -178,7 +178,7 @@ pub struct PostForRender {
     pub ordinal: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PostCounts {
     pub queued: i64,
     pub sent: i64,

@@ -185,7 +185,9 @@ pub fn display_name(name: &str) -> Option<DisplayName<'_>> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriberStatus {
     Pending,
@@ -232,7 +234,7 @@ impl fmt::Display for SubscriberStatus {
 }
 
 /// A subscriber as the admin API and the CLI show one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Subscriber {
     pub id: i64,
     pub email: String,
@@ -242,7 +244,7 @@ pub struct Subscriber {
     pub confirmed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SubscriberCounts {
     pub pending: i64,
     pub confirmed: i64,

@@ -27,8 +27,10 @@ mod auth;
 mod body;
 pub mod client_ip;
 mod error;
+mod headers;
 pub mod limiter;
 mod metrics;
+pub mod openapi;
 mod public;
 pub mod server;
 
@@ -114,10 +116,17 @@ pub fn router(state: SharedState) -> Router {
             body::bound_public,
         ))
         .nest("/api/admin", admin::router(state.clone()))
+        .route("/api/openapi.json", get(openapi::document))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        // Outside the limits above, so their 413 and 408 are shaped too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::uniform_errors,
+        ))
+        .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -14,4 +14,5 @@ mod admin;
 mod delivery;
 mod schedule;
 mod subscriptions;
+mod surface;
 mod unsubscribe;

@@ -6,6 +6,7 @@ mod postgres;
 
 mod harness;
 
+mod api_surface;
 mod cli;
 mod consent;
 mod edge;
