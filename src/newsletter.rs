@@ -31,6 +31,17 @@ use crate::metrics::Metrics;
 use crate::signups::{SignupWriter, Signups};
 use crate::store::{SharedStore, StoreError};
 
+/// The least time a signup takes to be answered, from when the service
+/// takes it. A new address costs the store more than one already on the
+/// list (a subscriber, a consent event, a confirmation and its email,
+/// against a lookup), so without it the answer's timing told a stranger
+/// whether an address was subscribed (docs/performance.md, "Enumeration").
+/// Every signup is answered at this mark instead; the store's work fits
+/// well inside it on an idle daemon, and under load every signup in a
+/// group is answered at the group's commit anyway. It costs no throughput:
+/// the writer does not wait, only each request's own answer does.
+pub const SIGNUP_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum NewsletterError {
     #[error(
@@ -99,13 +110,14 @@ impl Newsletter {
 
     /// A signup through the public form. The outcome is for logs and tests:
     /// the edge must answer the same whatever it is, so nobody can probe
-    /// the list.
+    /// the list. That includes when it answers: see [`SIGNUP_ANSWER_FLOOR`].
     pub async fn sign_up(
         &self,
         email: EmailAddress,
         name: Option<SubscriberName>,
         consent: ConsentContext,
     ) -> NewsletterResult<SignupOutcome> {
+        let answer_at = tokio::time::Instant::now() + SIGNUP_ANSWER_FLOOR;
         let outcome = self
             .signups
             .sign_up(SignupRequest {
@@ -117,8 +129,16 @@ impl Newsletter {
                 resend_window: self.resend_window,
             })
             .await?;
+        tokio::time::sleep_until(answer_at).await;
+        // The worker starts on the email a moment after this answer has
+        // gone out: composing and sending it beside the answer slowed the
+        // answers for new addresses alone.
         if let SignupOutcome::ConfirmationQueued { .. } = outcome {
-            self.wake.ring();
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                wake.ring();
+            });
         }
         Ok(outcome)
     }
