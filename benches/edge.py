@@ -35,7 +35,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("TIDINGS_BIN", os.path.join(ROOT, "target/release/tidings"))
+BIN = os.path.abspath(os.environ.get("TIDINGS_BIN", os.path.join(ROOT, "target/release/tidings")))
 BACKEND = os.environ.get("EDGE_BACKEND", "sqlite")
 PARTS = os.environ.get("EDGE_PARTS", "slow idle scrape").split()
 SUBSCRIBERS = int(os.environ.get("EDGE_SUBSCRIBERS", "1000000"))
