@@ -74,7 +74,7 @@ async fn bound(state: &SharedState, limit: usize, request: Request, next: Next) 
             return refuse(
                 json,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("The request body is larger than this route takes ({limit} bytes)."),
+                &format!("The request body is too large: this route takes at most {limit} bytes."),
                 None,
             );
         }
@@ -92,35 +92,36 @@ async fn bound(state: &SharedState, limit: usize, request: Request, next: Next) 
         );
     };
     let (parts, body) = request.into_parts();
-    let bytes =
-        match tokio::time::timeout(budget.read_timeout, axum::body::to_bytes(body, limit)).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) if declared.is_none() => {
-                return refuse(
-                    json,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("The request body is larger than this route takes ({limit} bytes)."),
-                    None,
-                );
-            }
-            // The client went away or sent less than it declared.
-            Ok(Err(_)) => {
-                return refuse(
-                    json,
-                    StatusCode::BAD_REQUEST,
-                    "The request body ended early.",
-                    None,
-                )
-            }
-            Err(_) => {
-                return refuse(
-                    json,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "The request body took too long to arrive.",
-                    None,
-                );
-            }
-        };
+    let bytes = match tokio::time::timeout(budget.read_timeout, axum::body::to_bytes(body, limit))
+        .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) if declared.is_none() => {
+            return refuse(
+                json,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("The request body is too large: this route takes at most {limit} bytes."),
+                None,
+            );
+        }
+        // The client went away or sent less than it declared.
+        Ok(Err(_)) => {
+            return refuse(
+                json,
+                StatusCode::BAD_REQUEST,
+                "The request body ended early.",
+                None,
+            )
+        }
+        Err(_) => {
+            return refuse(
+                json,
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body took too long to arrive.",
+                None,
+            );
+        }
+    };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
