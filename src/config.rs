@@ -219,6 +219,9 @@ fn load_layers(file: Option<&Path>, with_environment: bool) -> Result<Settings, 
                 .split("__"),
         );
     }
+    if with_environment {
+        whitespace_tokens_in_environment()?;
+    }
     let raw: RawSettings = figment.extract().map_err(|error| {
         let key = error.path.join(".");
         let message = error.to_string();
@@ -403,6 +406,25 @@ impl RawSettings {
             },
         })
     }
+}
+
+/// Figment trims environment values, so `TIDINGS_ADMIN__TOKEN="   "` would
+/// arrive as empty and quietly switch the API off: look at the raw values.
+fn whitespace_tokens_in_environment() -> Result<(), ConfigError> {
+    for (variable, key) in [
+        ("TIDINGS_ADMIN__TOKEN", "admin.token"),
+        ("TIDINGS_METRICS__TOKEN", "metrics.token"),
+    ] {
+        let value = std::env::var_os(variable).unwrap_or_default();
+        let text = value.to_string_lossy();
+        if !text.is_empty() && text.trim().is_empty() {
+            return Err(invalid(
+                key,
+                format!("({variable}) is only whitespace; set a secret of at least 16 characters, or unset it"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A bearer token: empty means none; a value of spaces alone is a mistake

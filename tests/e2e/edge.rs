@@ -299,4 +299,14 @@ fn a_whitespace_only_admin_token_stops_the_daemon_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("admin.token"), "{stderr}");
     assert!(stderr.contains("whitespace"), "{stderr}");
+
+    // The same from the environment, where values reach the config trimmed.
+    let install = Install::new(dir.path())
+        .set("TIDINGS_ADMIN__TOKEN", "   ")
+        .set("TIDINGS_HTTP__BIND", format!("127.0.0.1:{}", free_port()));
+    let output = install.run(&["serve"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(stderr.contains("whitespace"), "{stderr}");
 }
