@@ -151,7 +151,7 @@ impl Application {
             )),
             newsletter,
             signup_limiter: http::signup_limiter(settings.http.subscribe_per_ip_per_hour),
-            auth_failures: http::AuthThrottle::default(),
+            auth_failures: http::AuthThrottle::new(settings.http.failed_auth_per_ip_per_minute),
             body_budget: http::BodyBudget::new(
                 settings.http.max_body_bytes_in_flight,
                 settings.http.body_read_timeout,

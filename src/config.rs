@@ -66,6 +66,7 @@ impl NewsletterSettings {
 pub struct HttpSettings {
     pub bind: SocketAddr,
     pub subscribe_per_ip_per_hour: u32,
+    pub failed_auth_per_ip_per_minute: u32,
     pub confirmation_window: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
@@ -266,6 +267,7 @@ struct RawHttp {
     #[serde(deserialize_with = "lenient_string")]
     bind: String,
     subscribe_per_ip_per_hour: u32,
+    failed_auth_per_ip_per_minute: u32,
     #[serde(deserialize_with = "lenient_string")]
     confirmation_window: String,
     trusted_proxies: Vec<String>,
@@ -474,6 +476,7 @@ impl RawHttp {
                 .parse()
                 .map_err(|error| invalid("http.bind", format!("`{}`: {error}", self.bind)))?,
             subscribe_per_ip_per_hour: self.subscribe_per_ip_per_hour,
+            failed_auth_per_ip_per_minute: self.failed_auth_per_ip_per_minute,
             confirmation_window: parse_duration(
                 "http.confirmation_window",
                 &self.confirmation_window,

@@ -1,9 +1,9 @@
 //! Bearer tokens: constant-time checks, and a throttle on wrong guesses.
 //!
 //! Without one, a token could be guessed at thousands of tries a second.
-//! Each client IP may fail `FAILURES_PER_MINUTE` times a minute; past that
-//! it gets 429 until the allowance refills, even with the right token, so
-//! a guesser cannot tell a hit while throttled.
+//! Each client IP may fail `http.failed_auth_per_ip_per_minute` times a
+//! minute; past that it gets 429 until the allowance refills, even with the
+//! right token, so a guesser cannot tell a hit while throttled.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -17,27 +17,23 @@ use subtle::ConstantTimeEq;
 
 use super::limiter::{Limiter, DEFAULT_CAPACITY};
 
-pub const FAILURES_PER_MINUTE: u32 = 10;
+/// `None` when `http.failed_auth_per_ip_per_minute` is 0 (for fuzzing).
+pub struct AuthThrottle(Option<Limiter>);
 
-pub struct AuthThrottle(Limiter);
-
-impl Default for AuthThrottle {
-    fn default() -> Self {
-        Self(
-            Limiter::new(
-                FAILURES_PER_MINUTE,
-                Duration::from_secs(60),
-                DEFAULT_CAPACITY,
-            )
-            .expect("a positive allowance"),
-        )
+impl AuthThrottle {
+    pub fn new(failures_per_minute: u32) -> Self {
+        Self(Limiter::new(
+            failures_per_minute,
+            Duration::from_secs(60),
+            DEFAULT_CAPACITY,
+        ))
     }
 }
 
 impl AuthThrottle {
     /// A 429 for a client that has used up its failures, before any check.
     pub fn refuses(&self, ip: Option<IpAddr>) -> Option<Response> {
-        let retry = self.0.peek(ip?).err()?;
+        let retry = self.0.as_ref()?.peek(ip?).err()?;
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             Json(json!({
@@ -54,8 +50,8 @@ impl AuthThrottle {
 
     /// Counts a wrong or missing token against the client.
     pub fn failed(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            let _ = self.0.check(ip);
+        if let (Some(limiter), Some(ip)) = (&self.0, ip) {
+            let _ = limiter.check(ip);
         }
     }
 }
