@@ -9,6 +9,7 @@ mod postgres;
 mod database;
 
 mod helpers;
+mod mail_server;
 
 mod admin;
 mod delivery;

@@ -1,0 +1,129 @@
+use super::*;
+
+// These tests leave the process environment out, so a TIDINGS_ variable
+// in the developer's shell cannot change what they see.
+#[test]
+fn defaults_parse() {
+    let settings = load_layers(None, false).expect("defaults are valid");
+    assert_eq!(settings.database.backend, Backend::Sqlite);
+    assert_eq!(settings.smtp.concurrency, 8);
+    assert_eq!(settings.smtp.retry_base, Duration::from_secs(60));
+    assert_eq!(settings.schedule.timezone, chrono_tz::UTC);
+    assert!(settings.admin.token.is_none());
+    assert_eq!(settings.newsletter.base_url, "http://127.0.0.1:8080");
+}
+
+fn load_with(toml: &str) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tidings.toml");
+    std::fs::write(&path, toml).unwrap();
+    load_layers(Some(&path), false)
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    for (toml, key) in [
+        ("[schedule]\ncron = \"every monday\"", "schedule.cron"),
+        (
+            "[schedule]\ntimezone = \"Mars/Olympus\"",
+            "schedule.timezone",
+        ),
+        ("[schedule]\nmode = \"sometimes\"", "schedule.mode"),
+        ("[database]\nurl = \"mysql://x\"", "database.url"),
+        ("[smtp]\nretry_base = \"soon\"", "smtp.retry_base"),
+        ("[smtp]\nurl = \"http://mail\"", "smtp.url"),
+        ("[smtp]\nconcurrency = 0", "smtp.concurrency"),
+        ("[newsletter]\nfrom = \"not an address\"", "newsletter.from"),
+        (
+            "[newsletter]\nbase_url = \"ftp://x\"",
+            "newsletter.base_url",
+        ),
+        ("[http]\nbind = \"nowhere\"", "http.bind"),
+        ("[admin]\ntoken = \"short\"", "admin.token"),
+        ("[metrics]\ntoken = \"short\"", "metrics.token"),
+        (
+            "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            "http.trusted_proxies",
+        ),
+        ("[http]\nidle_timeout = \"0s\"", "http.idle_timeout"),
+        ("[http]\nmax_connections = 0", "http.max_connections"),
+    ] {
+        let error = load_with(toml).expect_err(toml).to_string();
+        assert!(error.contains(key), "`{error}` should name {key}");
+    }
+}
+
+#[test]
+fn unknown_and_mistyped_keys_are_named() {
+    let error = load_with("[smtp]\nconcurency = 3").unwrap_err().to_string();
+    assert!(error.contains("concurency"), "{error}");
+    let error = load_with("[smtp]\nconcurrency = \"lots\"")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("smtp.concurrency"), "{error}");
+}
+
+#[test]
+fn a_whitespace_only_token_is_an_error_naming_its_key() {
+    for key in ["admin", "metrics"] {
+        let toml = format!("[{key}]\ntoken = \"   \\t \"");
+        let error = load_with(&toml).expect_err(&toml).to_string();
+        assert!(error.contains(&format!("{key}.token")), "{error}");
+        assert!(error.contains("whitespace"), "{error}");
+    }
+    let settings = load_with("[admin]\ntoken = \"\"").unwrap();
+    assert!(settings.admin.token.is_none(), "empty still means off");
+}
+
+#[test]
+fn secrets_never_appear_in_config_errors() {
+    let secret = "s3cret-Pa55word-xyz";
+    for toml in [
+        format!("[database]\nurl = \"mysql://tidings:{secret}@db.example.com/t\""),
+        format!("[database]\nurl = \"mongodb://u:{secret}@h st/x\""),
+        format!("[smtp]\nurl = \"http://u:{secret}@mail.example.com\""),
+        format!("[smtp]\nurl = \"smtp://u:{secret}@\""),
+        format!("[admin]\ntoken = \"{secret} x\""),
+        format!("[metrics]\ntoken = \"short{secret}\"\n[admin]\ntoken = 5"),
+        "[admin]\ntoken = \"tiny\"".to_owned(),
+    ] {
+        let error = load_with(&toml).expect_err(&toml).to_string();
+        assert!(!error.contains(secret), "`{error}` shows the secret");
+        assert!(!error.contains("tiny"), "`{error}` shows the token");
+    }
+}
+
+#[test]
+fn redact_hides_passwords_in_urls_that_do_not_parse() {
+    assert_eq!(
+        redact("postgres://tidings:hunter2@db:5432/t"),
+        "postgres://tidings:****@db:5432/t"
+    );
+    assert_eq!(
+        redact("postgres://u:hunter2@ho st/x"),
+        "postgres://u:****@ho st/x"
+    );
+    assert_eq!(redact("sqlite://tidings.db"), "sqlite://tidings.db");
+    assert_eq!(redact("postgres://u@db/t"), "postgres://u@db/t");
+}
+
+#[test]
+fn trusted_proxies_and_the_old_switch() {
+    let settings =
+        load_with("[http]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1\", \"10.0.0.0/8\"]").unwrap();
+    assert_eq!(settings.http.trusted_proxies.len(), 3);
+    assert!(load_layers(None, false)
+        .unwrap()
+        .http
+        .trusted_proxies
+        .is_empty());
+    let error = load_with("[http]\ntrust_forwarded_for = true")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("http.trusted_proxies"), "{error}");
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    assert!(load(Some(Path::new("/nonexistent/tidings.toml"))).is_err());
+}
