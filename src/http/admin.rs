@@ -11,10 +11,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::token_matches;
 use super::{ApiError, SharedState};
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::DeliveryCounts;
@@ -42,13 +41,6 @@ pub fn router(state: SharedState) -> Router<SharedState> {
             super::body::bound_admin,
         ))
         .route_layer(middleware::from_fn_with_state(state, require_token))
-}
-
-/// Compares digests, so neither the token nor its length leaks through timing.
-fn token_matches(expected: &str, presented: &str) -> bool {
-    let expected = Sha256::digest(expected.as_bytes());
-    let presented = Sha256::digest(presented.as_bytes());
-    expected.ct_eq(&presented).into()
 }
 
 async fn require_token(
