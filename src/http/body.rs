@@ -11,12 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -29,6 +30,10 @@ pub const ADMIN_BODY_LIMIT: usize = 1024 * 1024;
 
 pub struct BodyBudget {
     bytes: Arc<Semaphore>,
+    /// Refused bodies being read and thrown away (see [`discard`]). Each
+    /// costs a connection's read buffer, up to a few hundred kB, so only
+    /// a few at a time; the rest are closed on at once.
+    discards: Semaphore,
     read_timeout: Duration,
 }
 
@@ -38,6 +43,7 @@ impl BodyBudget {
         let total = total_bytes.min(u32::MAX as usize);
         Self {
             bytes: Arc::new(Semaphore::new(total)),
+            discards: Semaphore::new(MAX_DISCARDS),
             read_timeout,
         }
     }
@@ -71,12 +77,14 @@ async fn bound(state: &SharedState, limit: usize, request: Request, next: Next) 
         Some(0) => return next.run(request).await,
         None if !chunked => return next.run(request).await,
         Some(length) if length > limit as u64 => {
-            return refuse(
-                json,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("The request body is too large: this route takes at most {limit} bytes."),
-                None,
-            );
+            if length <= DISCARD_LIMIT {
+                discard(
+                    &state.body_budget,
+                    &mut request.into_body().into_data_stream(),
+                )
+                .await;
+            }
+            return too_large(json, limit);
         }
         Some(length) => length as u32,
         None => limit as u32,
@@ -92,42 +100,91 @@ async fn bound(state: &SharedState, limit: usize, request: Request, next: Next) 
         );
     };
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(budget.read_timeout, axum::body::to_bytes(body, limit))
-        .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) if declared.is_none() => {
-            return refuse(
-                json,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("The request body is too large: this route takes at most {limit} bytes."),
-                None,
-            );
-        }
-        // The client went away or sent less than it declared.
-        Ok(Err(_)) => {
-            return refuse(
-                json,
-                StatusCode::BAD_REQUEST,
-                "The request body ended early.",
-                None,
-            )
-        }
-        Err(_) => {
-            return refuse(
-                json,
-                StatusCode::REQUEST_TIMEOUT,
-                "The request body took too long to arrive.",
-                None,
-            );
-        }
-    };
+    let mut stream = body.into_data_stream();
+    let bytes =
+        match tokio::time::timeout(budget.read_timeout, read_within(&mut stream, limit)).await {
+            Ok(Read::Whole(bytes)) => bytes,
+            Ok(Read::TooLarge) => {
+                discard(budget, &mut stream).await;
+                return too_large(json, limit);
+            }
+            // The client went away or sent less than it declared.
+            Ok(Read::EndedEarly) => {
+                return refuse(
+                    json,
+                    StatusCode::BAD_REQUEST,
+                    "The request body ended early.",
+                    None,
+                )
+            }
+            Err(_) => {
+                return refuse(
+                    json,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "The request body took too long to arrive.",
+                    None,
+                );
+            }
+        };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     // The handler has dropped the body by now: its bytes are free again.
     drop(permit);
     response
+}
+
+enum Read {
+    Whole(Bytes),
+    TooLarge,
+    EndedEarly,
+}
+
+async fn read_within(stream: &mut BodyDataStream, limit: usize) -> Read {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Read::EndedEarly;
+        };
+        if bytes.len() + chunk.len() > limit {
+            return Read::TooLarge;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Read::Whole(Bytes::from(bytes))
+}
+
+/// A client that is refused while it is still sending gets a reset
+/// connection, not the refusal, if the server closes on its unread bytes.
+/// So the rest of a modest body is read and thrown away (no memory kept)
+/// for a moment before the answer goes out.
+const DISCARD_LIMIT: u64 = 8 * 1024 * 1024;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+const MAX_DISCARDS: usize = 32;
+
+async fn discard(budget: &BodyBudget, stream: &mut BodyDataStream) {
+    let Ok(_slot) = budget.discards.try_acquire() else {
+        return;
+    };
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+fn too_large(json: bool, limit: usize) -> Response {
+    refuse(
+        json,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is too large: this route takes at most {limit} bytes."),
+        None,
+    )
 }
 
 /// Scripts get JSON: the API, and anyone who sends or asks for it.
@@ -142,7 +199,7 @@ pub fn wants_json(path: &str, headers: &HeaderMap) -> bool {
 }
 
 /// A refusal before the handler ran. The connection is closed after it,
-/// since the body was not read.
+/// since the body may not have been read to its end.
 pub fn refuse(
     json: bool,
     status: StatusCode,
