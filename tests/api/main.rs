@@ -2,6 +2,8 @@
 //! database (a SQLite file or a fresh PostgreSQL database) and a real SMTP
 //! server running in the test process.
 
+#[path = "../common/pages.rs"]
+mod pages;
 #[path = "../common/postgres.rs"]
 mod postgres;
 

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_with, Backend, Options, TestApp, ADMIN_TOKEN};
 use crate::on_both_backends;
+use crate::pages::{assert_page_headers, header};
 
 on_both_backends!(
     every_api_rejection_is_json_with_its_status,
@@ -194,83 +195,60 @@ async fn json_signups_get_json_and_form_signups_pages_for_every_rejection(backen
     assert!(limited_form.text().await.unwrap().contains("<html"));
 }
 
-fn header(response: &Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-/// The headers every HTML page must carry; `token` pages may not be cached.
-fn assert_page_headers(response: &Response, what: &str, token: bool) {
-    assert!(
-        header(response, "content-type").starts_with("text/html"),
-        "{what} is a page"
-    );
-    let policy = header(response, "content-security-policy");
-    for directive in [
-        "default-src 'none'",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-    ] {
-        assert!(policy.contains(directive), "{what}: {policy}");
-    }
-    assert!(
-        !policy.contains("script-src"),
-        "{what}: no script: {policy}"
-    );
-    assert_eq!(
-        header(response, "x-content-type-options"),
-        "nosniff",
-        "{what}"
-    );
-    assert_eq!(header(response, "referrer-policy"), "no-referrer", "{what}");
-    if token {
-        assert_eq!(header(response, "cache-control"), "no-store", "{what}");
-    }
-}
-
 async fn every_html_page_sends_the_security_headers(backend: Backend) {
     let app = spawn_app(backend).await;
     let get = |path: &str| app.client.get(app.url(path)).send();
     let post = |path: &str| app.client.post(app.url(path)).send();
 
-    assert_page_headers(&get("/").await.unwrap(), "signup page", false);
+    assert_page_headers(get("/").await.unwrap().headers(), "signup page", false);
     let subscribed = app.subscribe_form(&[("email", "pages@example.com")]).await;
     assert_eq!(subscribed.status(), 202);
-    assert_page_headers(&subscribed, "check your inbox", false);
+    assert_page_headers(subscribed.headers(), "check your inbox", false);
     let invalid = app.subscribe_form(&[("email", "nope")]).await;
     assert_eq!(invalid.status(), 422);
-    assert_page_headers(&invalid, "signup error", false);
-    assert_page_headers(&get("/elsewhere").await.unwrap(), "404 page", false);
+    assert_page_headers(invalid.headers(), "signup error", false);
+    assert_page_headers(
+        get("/elsewhere").await.unwrap().headers(),
+        "404 page",
+        false,
+    );
 
     // The pages behind emailed links, good and bad tokens alike.
     let mail = app.mail.wait_for("pages@example.com", 1).await.remove(0);
     let confirm = app.local(&mail.link("http://"));
     let path = confirm.trim_start_matches(&app.address).to_owned();
-    assert_page_headers(&get(&path).await.unwrap(), "GET /confirm", true);
+    assert_page_headers(get(&path).await.unwrap().headers(), "GET /confirm", true);
     let head = app.client.head(app.url(&path)).send().await.unwrap();
-    assert_page_headers(&head, "HEAD /confirm", true);
-    assert_page_headers(&post(&path).await.unwrap(), "POST /confirm", true);
+    assert_page_headers(head.headers(), "HEAD /confirm", true);
+    assert_page_headers(post(&path).await.unwrap().headers(), "POST /confirm", true);
     assert_page_headers(
-        &get("/confirm?token=bad").await.unwrap(),
+        get("/confirm?token=bad").await.unwrap().headers(),
         "bad confirm",
         true,
     );
     let unsubscribe = app.unsubscribe_link("pages@example.com").await;
     let path = unsubscribe.trim_start_matches(&app.address).to_owned();
-    assert_page_headers(&get(&path).await.unwrap(), "GET /unsubscribe", true);
-    assert_page_headers(&post(&path).await.unwrap(), "POST /unsubscribe", true);
+    assert_page_headers(
+        get(&path).await.unwrap().headers(),
+        "GET /unsubscribe",
+        true,
+    );
+    assert_page_headers(
+        post(&path).await.unwrap().headers(),
+        "POST /unsubscribe",
+        true,
+    );
     let bad = get("/unsubscribe?token=bad").await.unwrap();
     assert_eq!(bad.status(), 404);
-    assert_page_headers(&bad, "bad unsubscribe", true);
+    assert_page_headers(bad.headers(), "bad unsubscribe", true);
 
     // JSON answers get the two headers that make sense everywhere.
     let health = get("/healthz").await.unwrap();
-    assert_eq!(header(&health, "x-content-type-options"), "nosniff");
-    assert_eq!(header(&health, "referrer-policy"), "no-referrer");
+    assert_eq!(
+        header(health.headers(), "x-content-type-options"),
+        "nosniff"
+    );
+    assert_eq!(header(health.headers(), "referrer-policy"), "no-referrer");
 }
 
 async fn the_preview_is_sandboxed(backend: Backend) {
@@ -282,13 +260,16 @@ async fn the_preview_is_sandboxed(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(header(&response, "content-type").starts_with("text/html"));
-    let policy = header(&response, "content-security-policy");
+    assert!(header(response.headers(), "content-type").starts_with("text/html"));
+    let policy = header(response.headers(), "content-security-policy");
     assert!(policy.contains("sandbox"), "{policy}");
     assert!(policy.contains("default-src 'none'"), "{policy}");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(!policy.contains("script-src"), "{policy}");
-    assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(response.headers(), "x-content-type-options"),
+        "nosniff"
+    );
 }
 
 /// Each (path, method) the router serves, read from its debug form, which
@@ -339,7 +320,7 @@ async fn the_openapi_document_describes_every_route_the_router_has(backend: Back
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(header(&response, "content-type").starts_with("application/json"));
+    assert!(header(response.headers(), "content-type").starts_with("application/json"));
     let document: Value = response.json().await.unwrap();
     assert!(
         document["openapi"].as_str().unwrap().starts_with("3."),

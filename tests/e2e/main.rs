@@ -1,6 +1,8 @@
 //! End-to-end tests: the built `tidings` binary, driven from outside over
 //! HTTP and its CLI, sending to Postfix's `smtp-sink`.
 
+#[path = "../common/pages.rs"]
+mod pages;
 #[path = "../common/postgres.rs"]
 mod postgres;
 
