@@ -76,6 +76,7 @@ fn signup_page() {}
         (status = 422, description = "An invalid address, an over-long name, or an unreadable body",
             content((ErrorBody = "application/json"), (String = "text/html"))),
         (status = 429, description = "Too many signups from this client",
+            headers(("Retry-After" = u64, description = "Seconds until this client may sign up again")),
             content((ErrorBody = "application/json"), (String = "text/html"))),
     ))]
 fn subscribe() {}
@@ -262,11 +263,13 @@ impl Modify for CommonAnswers {
                         header("`Bearer`: the scheme to use"),
                     );
                     add(operation, "401", unauthorized);
-                    add(
-                        operation,
-                        "429",
-                        answer("Too many failed authentications from this client", readers),
+                    let mut throttled =
+                        answer("Too many failed authentications from this client", readers);
+                    throttled.headers.insert(
+                        "Retry-After".into(),
+                        header("Seconds until this client may try again"),
                     );
+                    add(operation, "429", throttled);
                     operation.security =
                         Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
                 }

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -128,11 +128,15 @@ pub async fn subscribe(
         );
     }
     if let (Some(limiter), Some(ip)) = (&state.signup_limiter, client.ip) {
-        if limiter.check(ip).is_err() {
-            return reply.rejected(
+        if let Err(retry) = limiter.check(ip) {
+            let mut response = reply.rejected(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many signups from your network. Please wait a while and try again.",
-            );
+            )?;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry.seconds()));
+            return Ok(response);
         }
     }
     if form

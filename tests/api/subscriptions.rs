@@ -228,6 +228,13 @@ async fn too_many_signups_from_one_ip_get_429(backend: Backend) {
         .subscribe_json(json!({ "email": "person4@example.com" }))
         .await;
     assert_eq!(response.status(), 429);
+    // Three an hour: the next one is due in about twenty minutes.
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1100..=1200).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("Too many"));
     assert_eq!(app.status_of("person4@example.com").await, None);
