@@ -23,7 +23,9 @@ use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::mailer::{Mailer, SendResult};
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
+pub use breaker::Breaker;
 
+mod breaker;
 pub mod compose;
 mod headers;
 mod prepared;
@@ -91,57 +93,6 @@ pub fn retry_delay(base: Duration, attempts: u32) -> Duration {
     let delay = base.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     delay.mul_f64(jitter).min(MAX_RETRY_DELAY)
-}
-
-/// Pauses every sender while the SMTP server cannot be reached, so an
-/// outage costs no delivery an attempt (a million pending rows would
-/// otherwise use up their attempts within minutes).
-#[derive(Default)]
-pub struct Breaker {
-    paused_until: std::sync::Mutex<Option<Instant>>,
-    failures: std::sync::atomic::AtomicU32,
-}
-
-const MAX_PAUSE: Duration = Duration::from_secs(30);
-
-impl Breaker {
-    /// Returns the pause it set, for the log line.
-    fn trip(&self) -> Duration {
-        let failures = self
-            .failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pause = Duration::from_millis(500)
-            .saturating_mul(1 << failures.min(10))
-            .min(MAX_PAUSE);
-        let end = Instant::now() + pause;
-        let mut until = self.paused_until.lock().expect("breaker lock");
-        if until.map_or(true, |current| current < end) {
-            *until = Some(end);
-        }
-        pause
-    }
-
-    fn reset(&self) {
-        self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Waits out a pause; returns whether there was one.
-    async fn wait(&self, shutdown: &CancellationToken) -> bool {
-        let mut paused = false;
-        loop {
-            let until = *self.paused_until.lock().expect("breaker lock");
-            match until {
-                Some(end) if end > Instant::now() => {
-                    paused = true;
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(end.into()) => {}
-                        _ = shutdown.cancelled() => return paused,
-                    }
-                }
-                _ => return paused,
-            }
-        }
-    }
 }
 
 /// A claim waiting for a free connection, with when we took it.
@@ -335,20 +286,25 @@ impl DeliveryWorker {
         self.metrics
             .send_attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
         let result = self
             .mailer
             .send(&envelope, &bytes, &delivery.message_id)
             .await;
         if !matches!(result, SendResult::Unreachable(_)) {
-            self.breaker.reset();
+            self.breaker.succeeded();
         }
         Some(match result {
             SendResult::Unreachable(error) => {
                 self.metrics
                     .transient_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let pause = self.breaker.trip();
-                tracing::warn!(%error, ?pause, "SMTP server unreachable; pausing all sends");
+                match self.breaker.failed(started) {
+                    Some(pause) => {
+                        tracing::warn!(%error, ?pause, "SMTP server unreachable; pausing all sends")
+                    }
+                    None => tracing::debug!(%error, "SMTP server unreachable"),
+                }
                 return None;
             }
             SendResult::Accepted { reply } => {

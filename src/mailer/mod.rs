@@ -17,12 +17,14 @@ use smtp::SmtpClient;
 pub enum SendResult {
     /// The server took responsibility (250); its reply is kept as proof.
     Accepted { reply: String },
-    /// 4xx, a timeout or a dropped connection: try again later.
+    /// 4xx, or a timeout or dropped connection once the message had gone
+    /// out (the server may have it): try again later, same Message-ID.
     Transient(String),
     /// 5xx: this address will not take this message.
     Permanent(String),
-    /// We could not reach or log in to the server at all. Nothing about
-    /// this message or recipient: the worker pauses instead of retrying it.
+    /// We could not reach or log in to the server, or it stopped answering
+    /// before it had the message. Nothing about this message or recipient:
+    /// the worker pauses instead of retrying it, and charges no attempt.
     Unreachable(String),
 }
 

@@ -127,19 +127,45 @@ impl SmtpClient {
     }
 
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> SendResult {
-        let mut session = match self.checkout() {
-            Some(session) => session,
-            // Failing to connect or log in says nothing about the recipient.
-            None => match self.connect().await {
-                Ok(session) => session,
-                Err(error) => return SendResult::Unreachable(error),
-            },
-        };
+        // A kept connection may have died since (the server restarted, or
+        // dropped us while idle). If it fails before the server has the
+        // message, nothing was delivered: try once on a new connection.
+        if let Some(session) = self.checkout() {
+            match self.send_on(session, envelope, message).await {
+                SendResult::Unreachable(_) => {}
+                result => return result,
+            }
+        }
+        // Failing to connect or log in says nothing about the recipient.
+        match self.connect().await {
+            Ok(session) => self.send_on(session, envelope, message).await,
+            Err(error) => SendResult::Unreachable(error),
+        }
+    }
+
+    /// One message on one session. A failure with no reply from the server
+    /// before it had the message is `Unreachable`: the message was not
+    /// delivered, and the recipient has nothing to do with it. After the
+    /// message went out, a lost connection or a timeout may hide a
+    /// delivery, so it is `Transient`, retried with the same Message-ID.
+    async fn send_on(
+        &self,
+        mut session: Session,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> SendResult {
         let parameters = match mail_parameters(&session.smtp, envelope, message) {
             Ok(parameters) => parameters,
             Err(refusal) => return SendResult::Permanent(refusal),
         };
-        let sending = transmit(&mut session, envelope, message, parameters);
+        let mut handed_over = false;
+        let sending = transmit(
+            &mut session,
+            envelope,
+            message,
+            parameters,
+            &mut handed_over,
+        );
         match tokio::time::timeout(self.timeout, sending).await {
             Ok(Ok(response)) => {
                 self.checkin(session);
@@ -153,8 +179,18 @@ impl SmtpClient {
             }
             // After an error the connection is dropped, never reused.
             Ok(Err(error)) if error.is_permanent() => SendResult::Permanent(describe(&error)),
-            Ok(Err(error)) => SendResult::Transient(describe(&error)),
-            Err(_) => SendResult::Transient(format!("no answer within {:?}", self.timeout)),
+            Ok(Err(error)) if error.is_transient() || handed_over => {
+                SendResult::Transient(describe(&error))
+            }
+            Ok(Err(error)) => SendResult::Unreachable(describe(&error)),
+            Err(_) if handed_over => SendResult::Transient(format!(
+                "no answer within {:?} after the message",
+                self.timeout
+            )),
+            Err(_) => SendResult::Unreachable(format!(
+                "no answer within {:?} before the message",
+                self.timeout
+            )),
         }
     }
 
@@ -274,12 +310,13 @@ fn mail_parameters(
 
 /// MAIL, RCPT and DATA, in one write where the server takes them
 /// pipelined (half the round trips and system calls of one at a time),
-/// then the message.
+/// then the message. `handed_over` is set once the message starts to go.
 async fn transmit(
     session: &mut Session,
     envelope: &Envelope,
     message: &[u8],
     parameters: Vec<MailParameter>,
+    handed_over: &mut bool,
 ) -> Result<Response, lettre::transport::smtp::Error> {
     let connection = &mut session.smtp;
     let mail = Mail::new(envelope.from().cloned(), parameters);
@@ -307,6 +344,8 @@ async fn transmit(
         }
         connection.command(Data).await?;
     }
+    // From here on the server may have the message, whatever happens.
+    *handed_over = true;
     match std::str::from_utf8(message) {
         // `command` writes what it is given as it is: here the whole
         // message, dot-stuffed, with the closing `.` line.

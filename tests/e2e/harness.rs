@@ -92,6 +92,16 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// Stops the server at once, as a crash would, and returns every
+    /// message it had dumped.
+    pub fn kill(mut self) -> Vec<Dumped> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.messages()
+    }
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.child.kill();

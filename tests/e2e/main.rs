@@ -15,3 +15,4 @@ mod edge;
 mod faults;
 mod fleet;
 mod input;
+mod smtp_outages;
