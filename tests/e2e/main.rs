@@ -4,12 +4,15 @@
 #[path = "../common/postgres.rs"]
 mod postgres;
 
+mod cluster;
 mod harness;
 
 mod api_surface;
+mod bulk_import;
 mod cli;
 mod consent;
 mod edge;
 mod faults;
 mod fleet;
 mod input;
+mod outages;
