@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::delivery::compose::Composer;
 use crate::delivery::{DeliveryWorker, WorkerSettings};
 use crate::domain::post;
+use crate::health::Health;
 use crate::http::{self, AppState, SharedState};
 use crate::links::Links;
 use crate::mailer::Mailer;
@@ -41,6 +42,7 @@ impl Services {
     pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let templates = Templates::load(&settings.templates.dir, &settings.newsletter)
             .context("templates are broken (see templates.dir)")?;
+        let health = Arc::new(Health::new(&settings.database));
         let store = store::connect(&settings.database).await.with_context(|| {
             format!(
                 "cannot open the database (database.url = {})",
@@ -65,7 +67,8 @@ impl Services {
             links.clone(),
             store.clone(),
         ));
-        let (newsletter, signup_writer) = Newsletter::new(store, clock, links, composer, &settings);
+        let (newsletter, signup_writer) =
+            Newsletter::new(store, clock, links, composer, &settings, health);
         Ok(Self {
             settings: Arc::new(settings),
             newsletter: Arc::new(newsletter),
@@ -202,7 +205,7 @@ impl Application {
         // Requests still being answered may be signing people up, so the
         // writer stops only once the server has finished them.
         let writer_stop = CancellationToken::new();
-        let mut tasks = Supervisor::default();
+        let mut tasks = Supervisor::reporting_to(self.state.newsletter.health().clone());
         tasks.spawn("the delivery worker", &stop, self.worker.run(stop.clone()));
         if self.options.run_scheduler {
             tasks.spawn(

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod health;
 pub mod http;
 pub mod links;
 pub mod mailer;

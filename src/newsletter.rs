@@ -25,11 +25,13 @@ use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberStatus,
     UnsubscribeOutcome,
 };
+use crate::health::{Health, LowDisk};
 use crate::links::{self, Links};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::signups::{SignupWriter, Signups};
+use crate::signups::{SignupError, SignupWriter, Signups};
 use crate::store::{SharedStore, StoreError};
+use crate::subscriber_csv::ImportRow;
 
 /// The least time a signup takes to be answered, from when the service
 /// takes it. A new address costs the store more than one already on the
@@ -52,8 +54,28 @@ pub enum NewsletterError {
     NoSuchPost(i64),
     #[error("cannot render the post")]
     Render(#[source] ComposeError),
+    /// Signups wait for room: see `database.min_free_space`.
+    #[error("free space on the database's filesystem is below database.min_free_space")]
+    DiskNearlyFull(LowDisk),
+    #[error(transparent)]
+    Signup(#[from] SignupError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl NewsletterError {
+    /// A passing condition (the database away or full), to be answered
+    /// with 503 and Retry-After rather than 500.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            NewsletterError::DiskNearlyFull(_) => true,
+            NewsletterError::Signup(error) => error.is_outage(),
+            NewsletterError::Store(error) => error.is_outage(),
+            NewsletterError::NothingToSend
+            | NewsletterError::NoSuchPost(_)
+            | NewsletterError::Render(_) => false,
+        }
+    }
 }
 
 pub type NewsletterResult<T> = Result<T, NewsletterError>;
@@ -64,6 +86,7 @@ pub struct Newsletter {
     links: Links,
     composer: Arc<Composer>,
     signups: Signups,
+    health: Arc<Health>,
     wake: Wake,
     mode: ScheduleMode,
     /// At most one confirmation email per address within this window.
@@ -79,14 +102,16 @@ impl Newsletter {
         links: Links,
         composer: Arc<Composer>,
         settings: &Settings,
+        health: Arc<Health>,
     ) -> (Self, SignupWriter) {
-        let (signups, writer) = Signups::new(store.clone());
+        let (signups, writer) = Signups::new(store.clone(), health.clone());
         let newsletter = Self {
             store,
             clock,
             links,
             composer,
             signups,
+            health,
             wake: Wake::default(),
             mode: settings.schedule.mode,
             resend_window: chrono::Duration::from_std(settings.http.confirmation_window)
@@ -98,6 +123,11 @@ impl Newsletter {
     /// For what has no rule beyond the query itself: lists, counts, health.
     pub fn store(&self) -> &SharedStore {
         &self.store
+    }
+
+    /// What `/healthz` reports, and what the signup path consults.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     pub fn links(&self) -> &Links {
@@ -118,6 +148,10 @@ impl Newsletter {
         consent: ConsentContext,
     ) -> NewsletterResult<SignupOutcome> {
         let answer_at = tokio::time::Instant::now() + SIGNUP_ANSWER_FLOOR;
+        // Nothing is written below the guard, so nothing can fail halfway.
+        if let Some(low) = self.health.disk_nearly_full() {
+            return Err(NewsletterError::DiskNearlyFull(low));
+        }
         let outcome = self
             .signups
             .sign_up(SignupRequest {
@@ -223,6 +257,41 @@ impl Newsletter {
             self.wake.ring();
         }
         Ok(outcome)
+    }
+
+    /// A batch of an import's rows, in one transaction: each is added as
+    /// `add_subscriber` would, and a row without a status is pending.
+    pub async fn import(
+        &self,
+        rows: &[ImportRow],
+        source: OperatorSource,
+    ) -> NewsletterResult<Vec<AddOutcome>> {
+        let now = self.clock.now();
+        let records: Vec<OperatorSubscriber> = rows
+            .iter()
+            .map(|row| OperatorSubscriber {
+                email: row.email.clone(),
+                name: row.name.clone(),
+                status: row.status.unwrap_or(SubscriberStatus::Pending),
+                source,
+                now,
+                confirmation_ttl: links::confirmation_ttl(),
+            })
+            .collect();
+        let outcomes = self.store.add_subscribers(&records).await?;
+        let queued = outcomes.iter().any(|outcome| {
+            matches!(
+                outcome,
+                AddOutcome::Added {
+                    confirmation_queued: true,
+                    ..
+                }
+            )
+        });
+        if queued {
+            self.wake.ring();
+        }
+        Ok(outcomes)
     }
 
     /// Puts a post at the end of the queue.

@@ -7,10 +7,13 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFailure {
@@ -23,9 +26,19 @@ pub enum TaskFailure {
 #[derive(Default)]
 pub struct Supervisor {
     tasks: JoinSet<Result<(), TaskFailure>>,
+    /// Told at once when a task fails, so `/healthz` answers 503 while the
+    /// daemon stops.
+    health: Option<Arc<Health>>,
 }
 
 impl Supervisor {
+    pub fn reporting_to(health: Arc<Health>) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            health: Some(health),
+        }
+    }
+
     /// Spawns `task`, named for the logs (`"the delivery worker"`). Its end
     /// is expected only once `stop` is cancelled; a panic never is.
     pub fn spawn<F>(&mut self, task: &'static str, stop: &CancellationToken, future: F)
@@ -33,15 +46,20 @@ impl Supervisor {
         F: Future<Output = ()> + Send + 'static,
     {
         let stop = stop.clone();
+        let health = self.health.clone();
         self.tasks.spawn(async move {
-            match AssertUnwindSafe(future).catch_unwind().await {
+            let ended = match AssertUnwindSafe(future).catch_unwind().await {
                 Ok(()) if stop.is_cancelled() => Ok(()),
                 Ok(()) => Err(TaskFailure::Ended { task }),
                 Err(panic) => Err(TaskFailure::Panicked {
                     task,
                     message: panic_message(panic.as_ref()),
                 }),
+            };
+            if let (Err(_), Some(health)) = (&ended, health) {
+                health.task_stopped(task);
             }
+            ended
         });
     }
 
@@ -128,6 +146,20 @@ mod tests {
             failure.to_string(),
             "the delivery worker panicked: lost the database"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_makes_the_health_check_fail_before_the_daemon_stops() {
+        let health = Arc::new(Health::with_disk_guard(None));
+        let stop = CancellationToken::new();
+        let mut tasks = Supervisor::reporting_to(health.clone());
+        tasks.spawn("the scheduler", &stop, async {});
+        tokio::time::timeout(PATIENCE, tasks.first_failure())
+            .await
+            .unwrap();
+        // No store is asked: a stopped task is known without one.
+        let problem = health.stopped_task();
+        assert_eq!(problem, Some("the scheduler"));
     }
 
     #[tokio::test]

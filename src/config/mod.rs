@@ -20,6 +20,7 @@ pub use secrets::redact;
 use secrets::{secret_token, whitespace_tokens_in_environment};
 
 mod secrets;
+mod size;
 
 /// The defaults, also shipped as `config/default.toml` for people to read.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -107,15 +108,23 @@ pub struct DatabaseSettings {
     pub url: String,
     pub backend: Backend,
     pub max_connections: u32,
+    /// Signups stop below this many free bytes on a SQLite file's
+    /// filesystem; 0 turns the guard off. PostgreSQL's disk is the server's.
+    pub min_free_space: u64,
 }
 
+/// `database.min_free_space` in `config/default.toml`.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 256 << 20;
+
 impl DatabaseSettings {
+    /// With the default free-space guard.
     pub fn from_url(url: &str, max_connections: u32) -> Result<Self, ConfigError> {
         let backend = backend_of(url).map_err(|reason| invalid("database.url", reason))?;
         Ok(Self {
             url: url.to_owned(),
             backend,
             max_connections,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
         })
     }
 }
@@ -271,6 +280,8 @@ struct RawDatabase {
     #[serde(deserialize_with = "lenient_string")]
     url: String,
     max_connections: u32,
+    #[serde(deserialize_with = "lenient_string")]
+    min_free_space: String,
 }
 
 #[derive(Deserialize)]
@@ -366,10 +377,16 @@ impl RawSettings {
     fn parse(self) -> Result<Settings, ConfigError> {
         let newsletter = self.newsletter.parse()?;
         let http = self.http.parse()?;
-        let database = DatabaseSettings::from_url(
-            self.database.url.trim(),
-            positive("database.max_connections", self.database.max_connections)?,
-        )?;
+        let database = DatabaseSettings {
+            min_free_space: size::parse_size(
+                "database.min_free_space",
+                &self.database.min_free_space,
+            )?,
+            ..DatabaseSettings::from_url(
+                self.database.url.trim(),
+                positive("database.max_connections", self.database.max_connections)?,
+            )?
+        };
         let smtp = self.smtp.parse()?;
         let schedule = self.schedule.parse()?;
         Ok(Settings {

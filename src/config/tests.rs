@@ -11,6 +11,17 @@ fn defaults_parse() {
     assert_eq!(settings.schedule.timezone, chrono_tz::UTC);
     assert!(settings.admin.token.is_none());
     assert_eq!(settings.newsletter.base_url, "http://127.0.0.1:8080");
+    assert_eq!(settings.database.min_free_space, 256 << 20);
+    assert_eq!(settings.database.min_free_space, DEFAULT_MIN_FREE_SPACE);
+}
+
+#[test]
+fn the_free_space_guard_takes_a_size_and_zero_turns_it_off() {
+    let settings = load_with("[database]\nmin_free_space = \"1GB\"").unwrap();
+    assert_eq!(settings.database.min_free_space, 1 << 30);
+    // A bare number is bytes, as an environment variable may give it.
+    let settings = load_with("[database]\nmin_free_space = 0").unwrap();
+    assert_eq!(settings.database.min_free_space, 0);
 }
 
 fn load_with(toml: &str) -> Result<Settings, ConfigError> {
@@ -47,6 +58,10 @@ fn bad_values_name_their_key() {
         ),
         ("[http]\nidle_timeout = \"0s\"", "http.idle_timeout"),
         ("[http]\nmax_connections = 0", "http.max_connections"),
+        (
+            "[database]\nmin_free_space = \"lots\"",
+            "database.min_free_space",
+        ),
     ] {
         let error = load_with(toml).expect_err(toml).to_string();
         assert!(error.contains(key), "`{error}` should name {key}");

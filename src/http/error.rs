@@ -33,9 +33,17 @@ pub enum ApiError {
     /// (400, 413, 415, 422), and the message says what was wrong with it.
     #[error("{1}")]
     Rejected(StatusCode, String),
+    /// The database is away or full: 503 with Retry-After.
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+/// Seconds a client is asked to wait out a database outage.
+const RETRY_AFTER_SECONDS: u32 = 10;
+const UNAVAILABLE_MESSAGE: &str =
+    "The database is not available just now. Please try again in a moment.";
 
 impl ApiError {
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
@@ -45,6 +53,9 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
+        if error.is_outage() {
+            return ApiError::Unavailable(error.into());
+        }
         ApiError::internal(error)
     }
 }
@@ -61,7 +72,11 @@ impl From<NewsletterError> for ApiError {
             NewsletterError::NoSuchPost(id) => {
                 ApiError::NotFound(format!("There is no post {id}."))
             }
-            NewsletterError::Render(_) | NewsletterError::Store(_) => ApiError::internal(error),
+            error if error.is_outage() => ApiError::Unavailable(error.into()),
+            NewsletterError::Render(_)
+            | NewsletterError::Store(_)
+            | NewsletterError::Signup(_)
+            | NewsletterError::DiskNearlyFull(_) => ApiError::internal(error),
         }
     }
 }
@@ -89,6 +104,13 @@ impl IntoResponse for ApiError {
                 "Too many requests. Please wait a while and try again.".to_owned(),
             ),
             ApiError::Rejected(status, message) => (*status, message.clone()),
+            ApiError::Unavailable(error) => {
+                tracing::warn!(error = ?error, "request failed: the database is unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE_MESSAGE.to_owned(),
+                )
+            }
             ApiError::Internal(error) => {
                 tracing::error!(error = ?error, "request failed");
                 (
@@ -104,6 +126,11 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if matches!(self, ApiError::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
         response
     }
 }
@@ -118,8 +145,38 @@ impl<E: Into<anyhow::Error>> From<E> for PageError {
     }
 }
 
+impl PageError {
+    /// Whether the failure was the database being away or full.
+    fn is_outage(&self) -> bool {
+        self.0.chain().any(|cause| {
+            cause
+                .downcast_ref::<NewsletterError>()
+                .is_some_and(NewsletterError::is_outage)
+                || cause
+                    .downcast_ref::<crate::store::StoreError>()
+                    .is_some_and(crate::store::StoreError::is_outage)
+        })
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        if self.is_outage() {
+            tracing::warn!(error = ?self.0, "page failed: the database is unavailable");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Html(
+                    "<!doctype html><meta charset=\"utf-8\"><title>Please try again shortly</title>\
+                     <h1>We cannot reach our database just now</h1>\
+                     <p>Please try again in a moment.</p>",
+                ),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            return response;
+        }
         tracing::error!(error = ?self.0, "page failed");
         (
             StatusCode::INTERNAL_SERVER_ERROR,

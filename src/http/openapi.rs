@@ -50,10 +50,26 @@ pub struct SubscribeAccepted {
     status: String,
 }
 
+/// A signup that could not be taken while the database is away or full.
+#[derive(Serialize, ToSchema)]
+pub struct SubscribeUnavailable {
+    /// For a person to read.
+    error: String,
+    /// `true` when the signup may have been stored all the same, so its
+    /// confirmation email may still come; signing up again is harmless.
+    /// `false`: nothing was stored.
+    may_still_arrive: bool,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, or `unavailable` when the database does not answer.
+    /// `ok`, or `unavailable`.
     status: String,
+    /// With `unavailable`: `database_unreachable`, `database_not_writable`,
+    /// `disk_nearly_full` (below `database.min_free_space`, SQLite only)
+    /// or `task_stopped`.
+    reason: Option<String>,
+    /// With `unavailable`: the reason, for a person to read.
     error: Option<String>,
 }
 
@@ -78,6 +94,9 @@ fn signup_page() {}
         (status = 429, description = "Too many signups from this client",
             headers(("Retry-After" = u64, description = "Seconds until this client may sign up again")),
             content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 503, description = "The database is away, or its disk is nearly full; answered within about 5 s, with `Retry-After`",
+            content((SubscribeUnavailable = "application/json"), (String = "text/html")),
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 fn subscribe() {}
 
@@ -137,8 +156,8 @@ fn unsubscribe() {}
 
 #[utoipa::path(get, path = "/healthz", tag = "public",
     responses(
-        (status = 200, description = "The database answers", body = Health),
-        (status = 503, description = "The database does not answer, or the server is busy", body = Health),
+        (status = 200, description = "The database takes writes, and every task runs", body = Health),
+        (status = 503, description = "The database cannot be reached or cannot take a write, its disk is nearly full, or a task has stopped", body = Health),
     ))]
 fn health() {}
 
@@ -161,7 +180,7 @@ fn openapi_document() {}
         admin::consent_log, admin::stats,
     ),
     components(schemas(
-        ErrorBody, SubscribeRequest, SubscribeAccepted, Health, Post, PostStatus, PostCounts,
+        ErrorBody, SubscribeRequest, SubscribeAccepted, SubscribeUnavailable, Health, Post, PostStatus, PostCounts,
         Subscriber, SubscriberStatus, SubscriberCounts, ConsentEvent, ConsentKind, DeliveryCounts,
     )),
     modifiers(&CommonAnswers),

@@ -12,7 +12,9 @@ use super::{ClientInfo, PageError, SharedState};
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome};
 use crate::domain::subscriber::{EmailAddress, SubscriberName, UnsubscribeOutcome};
 use crate::links::CONFIRMATION_TTL_HOURS;
+use crate::newsletter::NewsletterError;
 use crate::render::Page;
+use crate::signups::SignupError;
 
 fn page(
     state: &SharedState,
@@ -85,8 +87,48 @@ impl SubscribeReply<'_> {
     }
 
     fn rejected(&self, status: StatusCode, message: &str) -> Result<Response, PageError> {
+        self.rejected_with(status, message, json!({ "error": message }))
+    }
+
+    /// A signup that could not be taken: 503 with Retry-After while the
+    /// database is away or full, saying whether the email may still come;
+    /// 500 otherwise. Either in the client's own shape.
+    fn failed(&self, error: NewsletterError) -> Result<Response, PageError> {
+        if !error.is_outage() {
+            // The signup writer has logged its own failures.
+            if !matches!(error, NewsletterError::Signup(SignupError::Failed(_))) {
+                tracing::error!(error = ?anyhow::Error::from(error), "signup failed");
+            }
+            return self.rejected(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side. Please try again in a few minutes.",
+            );
+        }
+        tracing::debug!(error = %error, "signup answered with 503");
+        let (message, retry_after) = match &error {
+            NewsletterError::DiskNearlyFull(_) => (NOT_TAKING_SIGNUPS, RETRY_AFTER_FULL_DISK),
+            NewsletterError::Signup(error) if error.may_have_written() => {
+                (MAY_STILL_ARRIVE, RETRY_AFTER_OUTAGE)
+            }
+            _ => (NOT_STORED, RETRY_AFTER_OUTAGE),
+        };
+        let may_still_arrive = message == MAY_STILL_ARRIVE;
+        let body = json!({ "error": message, "may_still_arrive": may_still_arrive });
+        let mut response = self.rejected_with(StatusCode::SERVICE_UNAVAILABLE, message, body)?;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        Ok(response)
+    }
+
+    fn rejected_with(
+        &self,
+        status: StatusCode,
+        message: &str,
+        body: serde_json::Value,
+    ) -> Result<Response, PageError> {
         if self.json {
-            return Ok((status, Json(json!({ "error": message }))).into_response());
+            return Ok((status, Json(body)).into_response());
         }
         page(
             self.state,
@@ -101,6 +143,19 @@ impl SubscribeReply<'_> {
         )
     }
 }
+
+/// Seconds a client is asked to wait: an outage may be short; a full
+/// disk needs its operator.
+const RETRY_AFTER_OUTAGE: u32 = 10;
+const RETRY_AFTER_FULL_DISK: u32 = 60;
+
+const NOT_STORED: &str = "We could not take your signup just now, and nothing was stored. \
+    Please try again in a minute.";
+const NOT_TAKING_SIGNUPS: &str = "We are not taking signups for a little while, and nothing \
+    was stored. Please try again later.";
+const MAY_STILL_ARRIVE: &str = "We could not finish your signup in time, but it may still \
+    have gone through: if a confirmation email arrives, it is genuine. Signing up again is \
+    harmless; you will not get more than one email.";
 
 pub async fn subscribe(
     State(state): State<SharedState>,
@@ -155,12 +210,15 @@ pub async fn subscribe(
         Ok(name) => name,
         Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
     };
-    state
+    match state
         .newsletter
         .sign_up(email, name, client.consent())
-        .await?;
-    // The same answer whatever the address's state, so nobody can probe the list.
-    reply.accepted()
+        .await
+    {
+        // The same answer whatever the address's state, so nobody can probe the list.
+        Ok(_) => reply.accepted(),
+        Err(error) => reply.failed(error),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,26 +352,20 @@ pub async fn unsubscribe(
     }
 }
 
+/// 200 when this instance can take signups and send; 503 naming the first
+/// problem otherwise (see `crate::health`). Cheap: it reads flags and, at
+/// most once a second, writes one row.
 pub async fn health(State(state): State<SharedState>) -> Response {
-    let answered =
-        tokio::time::timeout(std::time::Duration::from_secs(3), state.store().ping()).await;
-    match answered {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
-        Ok(Err(error)) => {
-            tracing::error!(error = ?anyhow::Error::from(error), "health check: database did not answer");
-            unavailable()
-        }
-        Err(_) => {
-            tracing::error!("health check: database timed out");
-            unavailable()
-        }
+    match state.newsletter.health().check(&**state.store()).await {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": problem.code(),
+                "error": problem.describe(),
+            })),
+        )
+            .into_response(),
     }
-}
-
-fn unavailable() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "status": "unavailable", "error": "the database is not answering" })),
-    )
-        .into_response()
 }

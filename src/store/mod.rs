@@ -24,6 +24,7 @@ use crate::domain::subscriber::{
 use crate::links::TokenKey;
 
 mod message_ids;
+mod outage;
 mod postgres;
 mod rows;
 mod sql;
@@ -46,6 +47,10 @@ pub enum StoreError {
     /// A task that writes on behalf of callers has ended (at shutdown).
     #[error("{0} is not running")]
     NotRunning(&'static str),
+    /// The database failed after part of the work had committed (on
+    /// PostgreSQL a signup group is two transactions).
+    #[error("the database failed after part of the work was written")]
+    PartlyWritten(#[source] Box<StoreError>),
 }
 
 /// The whole store: the backend's own needs, and every aggregate's part.
@@ -54,6 +59,9 @@ pub trait Store: SubscriberStore + PostStore + IssueStore + DeliveryStore {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
+    /// One small write, committed: whether the database takes writes
+    /// (for `/healthz`, at most once a second).
+    async fn probe_write(&self) -> StoreResult<()>;
     /// The key behind every emailed token, made on first use.
     async fn token_key(&self) -> StoreResult<TokenKey>;
 }
@@ -92,7 +100,20 @@ pub trait SubscriberStore: Send + Sync + 'static {
         consent: ConsentContext,
         now: DateTime<Utc>,
     ) -> StoreResult<UnsubscribeOutcome>;
-    async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome>;
+    /// Adds records in one transaction, each as if alone; the outcomes are
+    /// in order. An import calls it a bounded batch at a time.
+    async fn add_subscribers(
+        &self,
+        subscribers: &[OperatorSubscriber],
+    ) -> StoreResult<Vec<AddOutcome>>;
+    async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome> {
+        let mut outcomes = self
+            .add_subscribers(std::slice::from_ref(&subscriber))
+            .await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an added subscriber without an outcome".into()))
+    }
     async fn list_subscribers(&self, query: SubscriberQuery) -> StoreResult<Vec<Subscriber>>;
     async fn subscriber_counts(&self) -> StoreResult<SubscriberCounts>;
     /// The consent log of one subscriber, oldest first.

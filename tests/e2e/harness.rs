@@ -109,7 +109,7 @@ impl Drop for Sink {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -227,7 +227,7 @@ impl Install {
         self
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
         command
             .args(args)
@@ -431,6 +431,23 @@ pub fn sqlite_delivery_counts(db: &Path) -> HashMap<String, i64> {
         .unwrap()
         .into_iter()
         .collect()
+    })
+}
+
+/// One number from a query against a SQLite database file.
+pub fn sqlite_count(db: &Path, sql: &str) -> i64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=ro", db.display());
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
     })
 }
 

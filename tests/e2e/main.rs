@@ -6,13 +6,16 @@ mod pages;
 #[path = "../common/postgres.rs"]
 mod postgres;
 
+mod cluster;
 mod harness;
 
 mod api_surface;
+mod bulk_import;
 mod cli;
 mod consent;
 mod edge;
 mod faults;
 mod fleet;
 mod input;
+mod outages;
 mod smtp_outages;

@@ -2,6 +2,7 @@
 //! ping, migrations that can run again, and the key behind emailed links.
 
 use tidings::config;
+use tidings::domain::subscriber::SubscriberQuery;
 use tidings::links::TokenPurpose;
 
 use crate::on_both_backends;
@@ -10,6 +11,7 @@ use crate::support::{connect, store, Backend};
 on_both_backends!(
     the_store_names_its_backend_answers_and_migrates_again,
     the_token_key_is_made_once_and_kept_across_connections,
+    a_probe_write_commits_and_changes_nothing_else,
 );
 
 async fn the_store_names_its_backend_answers_and_migrates_again(backend: Backend) {
@@ -50,4 +52,23 @@ async fn the_token_key_is_made_once_and_kept_across_connections(backend: Backend
         .await
         .unwrap();
     assert_ne!(link(&first), link(&other), "each installation its own key");
+}
+
+async fn a_probe_write_commits_and_changes_nothing_else(backend: Backend) {
+    let store = store(backend).await;
+    let key = store.token_key().await.unwrap();
+    for _ in 0..3 {
+        store.probe_write().await.unwrap();
+    }
+    let link = |key: &tidings::links::TokenKey| key.issue(TokenPurpose::Unsubscribe, 7);
+    assert_eq!(link(&store.token_key().await.unwrap()), link(&key));
+    assert!(store.list_subscribers(everyone()).await.unwrap().is_empty());
+}
+
+fn everyone() -> SubscriberQuery {
+    SubscriberQuery {
+        status: None,
+        after: None,
+        limit: 10,
+    }
 }

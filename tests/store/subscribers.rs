@@ -27,6 +27,7 @@ on_both_backends!(
     an_older_confirmation_link_cannot_undo_an_unsubscribe,
     the_operator_adds_subscribers_in_any_status,
     an_address_already_on_the_list_is_not_added_again,
+    a_batch_is_added_in_one_go_each_record_as_if_alone,
     subscribers_come_in_id_order_a_page_at_a_time,
     counts_cover_every_status,
 );
@@ -381,6 +382,64 @@ async fn an_address_already_on_the_list_is_not_added_again(backend: Backend) {
     assert_eq!(consent_kinds(&store, subscriber_id).await, ["signup"]);
     assert_eq!(subscribers(&store).await.len(), 1);
     assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
+}
+
+async fn a_batch_is_added_in_one_go_each_record_as_if_alone(backend: Backend) {
+    let store = store(backend).await;
+    let signed_up = add(&store, "listed@example.com", SubscriberStatus::Confirmed).await;
+    let mut batch = vec![
+        operator(
+            "new@example.com",
+            Some("New"),
+            SubscriberStatus::Pending,
+            t0(),
+        ),
+        operator("done@example.com", None, SubscriberStatus::Confirmed, t0()),
+        // Twice in one file: the second finds the first, as it would alone.
+        operator("NEW@example.com", None, SubscriberStatus::Confirmed, t0()),
+        operator("listed@example.com", None, SubscriberStatus::Pending, t0()),
+    ];
+    for record in &mut batch {
+        record.source = OperatorSource::Import;
+    }
+    let outcomes = store.add_subscribers(&batch).await.unwrap();
+    assert!(
+        matches!(
+            outcomes[..],
+            [
+                AddOutcome::Added {
+                    confirmation_queued: true,
+                    ..
+                },
+                AddOutcome::Added {
+                    confirmation_queued: false,
+                    ..
+                },
+                AddOutcome::AlreadyExists,
+                AddOutcome::AlreadyExists,
+            ]
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        status_of(&store, signed_up).await,
+        SubscriberStatus::Confirmed
+    );
+    // The same batch again (an import run twice) adds and sends nothing.
+    let again = store.add_subscribers(&batch).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|outcome| *outcome == AddOutcome::AlreadyExists),
+        "{again:?}"
+    );
+    assert_eq!(subscribers(&store).await.len(), 3);
+    assert_eq!(
+        store.delivery_counts().await.unwrap().pending,
+        1,
+        "one email"
+    );
+    assert!(store.add_subscribers(&[]).await.unwrap().is_empty());
 }
 
 async fn subscribers_come_in_id_order_a_page_at_a_time(backend: Backend) {

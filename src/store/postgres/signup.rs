@@ -12,13 +12,14 @@ use crate::domain::signup::{first_of_each_new_address, SignupOutcome, SignupRequ
 use crate::domain::subscriber::SubscriberName;
 use crate::store::sql::SqlBackend;
 use crate::store::sql::SubscriberWrites;
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 
 pub(super) async fn signup_group(
     store: &PostgresStore,
     requests: &[SignupRequest],
 ) -> StoreResult<Vec<SignupOutcome>> {
     let new_ids = sign_up_new_addresses(store, requests).await?;
+    let wrote_some = !new_ids.is_empty();
     let fresh = first_of_each_new_address(requests, new_ids);
     if fresh.iter().all(Option::is_some) {
         return Ok(fresh
@@ -27,6 +28,21 @@ pub(super) async fn signup_group(
             .map(|subscriber_id| SignupOutcome::ConfirmationQueued { subscriber_id })
             .collect());
     }
+    // The new addresses are committed by now: a failure from here on must
+    // not be read as "nothing was written".
+    sign_up_existing_addresses(store, requests, fresh)
+        .await
+        .map_err(|error| match wrote_some {
+            true => StoreError::PartlyWritten(Box::new(error)),
+            false => error,
+        })
+}
+
+async fn sign_up_existing_addresses(
+    store: &PostgresStore,
+    requests: &[SignupRequest],
+    fresh: Vec<Option<i64>>,
+) -> StoreResult<Vec<SignupOutcome>> {
     let mut tx = store.write().await?;
     let mut outcomes = Vec::with_capacity(requests.len());
     for (request, fresh) in requests.iter().zip(fresh) {

@@ -34,6 +34,20 @@ where
         Ok(())
     }
 
+    async fn probe_write(&self) -> StoreResult<()> {
+        // Rewrites the same row each time: a page written and committed,
+        // nothing that grows.
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('write_probe', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(vec![1u8])
+        .execute(&mut *tx)
+        .await?;
+        B::commit(tx).await
+    }
+
     async fn token_key(&self) -> StoreResult<TokenKey> {
         let mut tx = self.write().await?;
         sqlx::query(

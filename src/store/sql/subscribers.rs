@@ -46,11 +46,54 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> DB::Time: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<DB::Time>: Encode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
     for<'r> ExistingRow<DB::Time>: FromRow<'r, DB::Row>,
     for<'r> BounceRow: FromRow<'r, DB::Row>,
     for<'r> EmailAndStatus: FromRow<'r, DB::Row>,
 {
+    /// One record the operator adds, inside the caller's transaction.
+    pub async fn add(
+        connection: &mut DB::Connection,
+        subscriber: &OperatorSubscriber,
+    ) -> StoreResult<AddOutcome> {
+        // The unique email decides, also against a concurrent insert.
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO subscribers (email, name, status, created_at, confirmed_at, unsubscribed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING RETURNING id",
+        )
+        .bind(subscriber.email.as_str())
+        .bind(subscriber.name.as_ref().map(SubscriberName::as_str))
+        .bind(subscriber.status.as_str())
+        .bind(DB::Time::from(subscriber.now))
+        .bind(subscriber.confirmed_at().map(DB::Time::from))
+        .bind(subscriber.unsubscribed_at().map(DB::Time::from))
+        .fetch_optional(&mut *connection)
+        .await?;
+        let Some(id) = inserted else {
+            return Ok(AddOutcome::AlreadyExists);
+        };
+        Self::record_consent(
+            connection,
+            id,
+            subscriber.email.as_str(),
+            ConsentKind::OperatorAdd,
+            &ConsentContext::default(),
+            Some(&subscriber.consent_detail()),
+            subscriber.now,
+        )
+        .await?;
+        let confirmation_queued = subscriber.needs_confirmation();
+        if confirmation_queued {
+            let ttl = subscriber.confirmation_ttl;
+            Self::queue_confirmation(connection, id, subscriber.now, ttl).await?;
+        }
+        Ok(AddOutcome::Added {
+            id,
+            confirmation_queued,
+        })
+    }
+
     /// A subscriber about to be written, locked where the dialect locks
     /// rows: confirm and unsubscribe both start here.
     pub async fn lock_subscriber(
@@ -420,45 +463,17 @@ where
         Ok(outcome)
     }
 
-    async fn add_subscriber(&self, subscriber: OperatorSubscriber) -> StoreResult<AddOutcome> {
+    async fn add_subscribers(
+        &self,
+        subscribers: &[OperatorSubscriber],
+    ) -> StoreResult<Vec<AddOutcome>> {
         let mut tx = self.write().await?;
-        // The unique email decides, also against a concurrent insert.
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO subscribers (email, name, status, created_at, confirmed_at, unsubscribed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING RETURNING id",
-        )
-        .bind(subscriber.email.as_str())
-        .bind(subscriber.name.as_ref().map(SubscriberName::as_str))
-        .bind(subscriber.status.as_str())
-        .bind(<B::Db as Dialect>::Time::from(subscriber.now))
-        .bind(subscriber.confirmed_at().map(<B::Db as Dialect>::Time::from))
-        .bind(subscriber.unsubscribed_at().map(<B::Db as Dialect>::Time::from))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = inserted else {
-            B::roll_back(tx).await?;
-            return Ok(AddOutcome::AlreadyExists);
-        };
-        SubscriberWrites::<B::Db>::record_consent(
-            &mut tx,
-            id,
-            subscriber.email.as_str(),
-            ConsentKind::OperatorAdd,
-            &ConsentContext::default(),
-            Some(&subscriber.consent_detail()),
-            subscriber.now,
-        )
-        .await?;
-        let confirmation_queued = subscriber.needs_confirmation();
-        if confirmation_queued {
-            let ttl = subscriber.confirmation_ttl;
-            SubscriberWrites::<B::Db>::queue_confirmation(&mut tx, id, subscriber.now, ttl).await?;
+        let mut outcomes = Vec::with_capacity(subscribers.len());
+        for subscriber in subscribers {
+            outcomes.push(SubscriberWrites::<B::Db>::add(&mut tx, subscriber).await?);
         }
         B::commit(tx).await?;
-        Ok(AddOutcome::Added {
-            id,
-            confirmation_queued,
-        })
+        Ok(outcomes)
     }
 
     async fn list_subscribers(&self, query: SubscriberQuery) -> StoreResult<Vec<Subscriber>> {
