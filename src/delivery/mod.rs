@@ -117,7 +117,7 @@ impl Breaker {
             .min(MAX_PAUSE);
         let end = Instant::now() + pause;
         let mut until = self.paused_until.lock().expect("breaker lock");
-        if until.map_or(true, |current| current < end) {
+        if until.is_none_or(|current| current < end) {
             *until = Some(end);
         }
         pause

@@ -33,7 +33,7 @@ mod sqlite;
 pub mod transfer;
 
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{DatabaseLock, LockError, SqliteStore};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
