@@ -13,3 +13,5 @@ mod edge;
 mod faults;
 mod fleet;
 mod input;
+mod outcomes;
+mod recovery;
