@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::delivery::compose::Composer;
 use crate::delivery::{DeliveryWorker, WorkerSettings};
 use crate::domain::post;
@@ -23,7 +23,7 @@ use crate::newsletter::Newsletter;
 use crate::render::Templates;
 use crate::schedule::Scheduler;
 use crate::signups::SignupWriter;
-use crate::store;
+use crate::store::{self, DatabaseLock};
 use crate::supervisor::Supervisor;
 
 /// Everything but the HTTP listener: what the CLI commands share with `serve`.
@@ -116,11 +116,18 @@ pub struct Application {
     signup_writer: SignupWriter,
     mailer: Arc<Mailer>,
     options: AppOptions,
+    /// Held until the daemon ends: one `serve` per SQLite file.
+    _lock: Option<DatabaseLock>,
 }
 
 impl Application {
     pub async fn build(settings: Settings, options: AppOptions) -> anyhow::Result<Self> {
         let bind = settings.http.bind;
+        // First of all: a second daemon on the same SQLite file stops here.
+        let mut lock = match settings.database.backend {
+            Backend::Sqlite => DatabaseLock::acquire(&settings.database.url)?,
+            Backend::Postgres => None,
+        };
         let services = Services::start(settings, options.clock.clone()).await?;
         if options.seed_first_series {
             let seeded = services
@@ -139,6 +146,9 @@ impl Application {
         let pages = http::StaticPages::render(&services.templates)
             .context("templates are broken (see templates.dir)")?;
         let worker = services.worker();
+        if let Some(lock) = &mut lock {
+            take_over_from_predecessor(lock, &services, &worker.owner).await?;
+        }
         let Services {
             settings,
             newsletter,
@@ -171,6 +181,7 @@ impl Application {
             signup_writer,
             mailer,
             options,
+            _lock: lock,
         })
     }
 
@@ -247,6 +258,33 @@ impl Application {
         }
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// Holding the SQLite lock, the daemon knows that the `serve` that held it
+/// before is dead: its claims go back to `pending` now, not when its
+/// heartbeat is stale. Then the lock file names this daemon instead.
+async fn take_over_from_predecessor(
+    lock: &mut DatabaseLock,
+    services: &Services,
+    owner: &str,
+) -> anyhow::Result<()> {
+    if let Some(predecessor) = lock.predecessor() {
+        let count = services
+            .newsletter
+            .store()
+            .take_over(predecessor)
+            .await
+            .context("cannot take back the claims of the daemon that ran before")?;
+        if count > 0 {
+            tracing::warn!(
+                count,
+                from = predecessor,
+                "took back the claims of the daemon that ran before on this file"
+            );
+        }
+    }
+    lock.record_holder(owner)
+        .with_context(|| format!("cannot write {}", lock.path().display()))
 }
 
 #[cfg(test)]

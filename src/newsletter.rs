@@ -357,6 +357,7 @@ impl Newsletter {
             metrics,
             owner: new_owner(),
             breaker: Default::default(),
+            liveness: Default::default(),
         })
     }
 }

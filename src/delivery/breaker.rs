@@ -51,7 +51,7 @@ impl Breaker {
         }
         if state
             .first_failure
-            .map_or(true, |first| now.saturating_duration_since(first) > WINDOW)
+            .is_none_or(|first| now.saturating_duration_since(first) > WINDOW)
         {
             state.failures = 0;
             state.first_failure = Some(now);

@@ -5,7 +5,10 @@
 //!
 //! Crash safety: a row is `sending` (leased) before we talk to SMTP and
 //! `sent` right after the 250 reply, so a crash can only resend the
-//! messages in flight, and they keep their Message-ID.
+//! messages in flight, and they keep their Message-ID. The worker beats a
+//! heartbeat (`liveness`), so that the claims of a worker that died are
+//! taken back within seconds, and its outcomes are never given up while
+//! it runs (`recorder`).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
@@ -28,7 +31,12 @@ pub use breaker::Breaker;
 mod breaker;
 pub mod compose;
 mod headers;
+mod liveness;
 mod prepared;
+mod recorder;
+
+pub use liveness::Liveness;
+use recorder::Record;
 
 /// The delivery worker's wake-up. The service (`crate::newsletter`) rings
 /// it, and only it, right after it has queued email; the worker waits on it
@@ -50,12 +58,6 @@ impl Wake {
 use compose::{Composed, Composer};
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
-const RECLAIM_EVERY: Duration = Duration::from_secs(5);
-const MAX_OUTCOMES_PER_WRITE: usize = 1000;
-/// While outcomes trickle in (confirmation emails during a burst of
-/// signups), the recorder waits this long for more before it writes: every
-/// write takes SQLite's one write lock, and the signups queue for it too.
-const RECORD_LINGER: Duration = Duration::from_millis(10);
 /// Sends per connection that may be accepted by the server but not yet
 /// recorded. This bounds what a SIGKILL can make us send twice:
 /// `smtp.concurrency` × this, while outcomes are still written in groups.
@@ -99,13 +101,8 @@ pub fn retry_delay(base: Duration, attempts: u32) -> Duration {
 struct Claim {
     delivery: ClaimedDelivery,
     claimed_at: Instant,
-}
-
-enum Record {
-    /// The permit is given back once the outcome is committed.
-    Outcome(DeliveryOutcome, OwnedSemaphorePermit),
-    /// Claimed but not attempted: give it back without counting an attempt.
-    Release(i64),
+    /// [`Liveness::takeovers`] when it was claimed.
+    takeovers: u64,
 }
 
 pub struct DeliveryWorker {
@@ -119,12 +116,32 @@ pub struct DeliveryWorker {
     /// Unique per process; every lease and update is fenced on it.
     pub owner: String,
     pub breaker: Breaker,
+    pub liveness: Liveness,
 }
 
 impl DeliveryWorker {
     /// Runs until `shutdown`, then finishes the sends in flight, records
-    /// them, and hands unstarted claims back.
+    /// them, and hands unstarted claims back. It beats its heartbeat all
+    /// along, and forgets its instance row once done.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let beats = CancellationToken::new();
+        // On this task, not spawned: a panic in either ends the worker,
+        // which the supervisor reports.
+        tokio::join!(self.keep_alive(beats.clone()), async {
+            self.clone().work(shutdown).await;
+            beats.cancel();
+        });
+        if let Err(error) = self.store.deregister(&self.owner).await {
+            tracing::error!(
+                owner = %self.owner,
+                error = ?anyhow::Error::from(error),
+                "cannot remove this instance's row; it goes when its heartbeat is stale"
+            );
+        }
+        tracing::info!(owner = %self.owner, "delivery worker stopped");
+    }
+
+    async fn work(self: Arc<Self>, shutdown: CancellationToken) {
         let capacity = self.settings.batch_size as usize;
         let (work_tx, work_rx) = mpsc::channel::<Claim>(capacity);
         let work_rx = Arc::new(Mutex::new(work_rx));
@@ -135,7 +152,11 @@ impl DeliveryWorker {
         let unrecorded = Arc::new(Semaphore::new(
             self.settings.concurrency * UNRECORDED_PER_CONNECTION,
         ));
-        let recorder = tokio::spawn(self.clone().record(record_rx));
+        let recorder = tokio::spawn({
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            async move { worker.record(record_rx, shutdown).await }
+        });
         let senders: Vec<_> = (0..self.settings.concurrency)
             .map(|_| {
                 tokio::spawn(self.clone().send_loop(
@@ -154,25 +175,18 @@ impl DeliveryWorker {
             let _ = sender.await;
         }
         let _ = recorder.await;
-        tracing::info!(owner = %self.owner, "delivery worker stopped");
     }
 
     async fn claim_loop(&self, work_tx: mpsc::Sender<Claim>, shutdown: &CancellationToken) {
-        let mut next_reclaim = Instant::now();
         while !shutdown.is_cancelled() {
-            // No claims while the SMTP server is unreachable.
+            // No claims while the SMTP server is unreachable, nor while our
+            // heartbeat cannot be written.
             self.breaker.wait(shutdown).await;
-            let now = self.clock.now();
-            if Instant::now() >= next_reclaim {
-                match self.store.reclaim_expired_leases(now).await {
-                    Ok(0) => {}
-                    Ok(count) => tracing::warn!(count, "took back deliveries whose lease expired"),
-                    Err(error) => {
-                        tracing::error!(error = ?anyhow::Error::from(error), "reclaiming leases failed")
-                    }
-                }
-                next_reclaim = Instant::now() + RECLAIM_EVERY;
+            if !self.liveness.wait_until_may_send(shutdown).await {
+                break;
             }
+            let takeovers = self.liveness.takeovers();
+            let now = self.clock.now();
             let limit = self.settings.batch_size;
             let request = ClaimRequest {
                 owner: self.owner.clone(),
@@ -196,6 +210,7 @@ impl DeliveryWorker {
                     .send(Claim {
                         delivery,
                         claimed_at,
+                        takeovers,
                     })
                     .await
                     .is_err()
@@ -235,30 +250,46 @@ impl DeliveryWorker {
             // Claims are handed back, without using an attempt, when they
             // waited out an outage (their subscriber's status may have
             // changed since), when the server is unreachable, when they
-            // waited most of their lease (someone else may own them now),
-            // and at shutdown.
+            // waited most of their lease or our heartbeat stopped long
+            // enough (someone else may own them now), and at shutdown.
             let paused = self.breaker.wait(&shutdown).await;
-            let stale = claim.claimed_at.elapsed() > self.settings.lease.mul_f64(0.8);
-            let record = if paused || stale || shutdown.is_cancelled() {
-                Record::Release(claim.delivery.id)
+            let permit = if paused || !self.liveness.wait_until_may_send(&shutdown).await {
+                None
             } else {
-                let permit = unrecorded
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                if let Some(limiter) = &limiter {
-                    limiter.until_ready().await;
+                // Waits while the unrecorded window is full.
+                tokio::select! {
+                    permit = unrecorded.clone().acquire_owned() => {
+                        Some(permit.expect("the semaphore is never closed"))
+                    }
+                    () = shutdown.cancelled() => None,
                 }
-                match self.attempt(&claim.delivery).await {
-                    Some(outcome) => Record::Outcome(outcome, permit),
-                    None => Record::Release(claim.delivery.id),
+            };
+            if let (Some(_), Some(limiter)) = (&permit, &limiter) {
+                limiter.until_ready().await;
+            }
+            let record = match permit {
+                Some(permit) if self.still_ours(&claim, &shutdown) => {
+                    match self.attempt(&claim.delivery).await {
+                        Some(outcome) => Record::Outcome(outcome, permit),
+                        None => Record::Release(claim.delivery.id),
+                    }
                 }
+                _ => Record::Release(claim.delivery.id),
             };
             if record_tx.send(record).await.is_err() {
                 break;
             }
         }
+    }
+
+    /// Whether a claim may be sent now: we are alive, nobody may have taken
+    /// it over, and no stop was asked for.
+    fn still_ours(&self, claim: &Claim, shutdown: &CancellationToken) -> bool {
+        let stale = claim.claimed_at.elapsed() > self.settings.lease.mul_f64(0.8);
+        !stale
+            && !shutdown.is_cancelled()
+            && self.liveness.may_send()
+            && self.liveness.takeovers() == claim.takeovers
     }
 
     /// The outcome of one attempt, or `None` when the server could not be
@@ -355,75 +386,6 @@ impl DeliveryWorker {
             next_attempt_at: self.clock.now()
                 + chrono::Duration::from_std(delay).unwrap_or_default(),
         }
-    }
-
-    /// Writes outcomes in groups: whatever piled up while the last write ran.
-    async fn record(self: Arc<Self>, mut record_rx: mpsc::Receiver<Record>) {
-        // Half the sends allowed unrecorded: the senders never wait on a
-        // write that is lingering for company.
-        let enough = (self.settings.concurrency * UNRECORDED_PER_CONNECTION / 2).max(1);
-        while let Some(first) = record_rx.recv().await {
-            let mut outcomes = Vec::new();
-            let mut permits = Vec::new();
-            let mut releases = Vec::new();
-            let linger_until = tokio::time::Instant::now() + RECORD_LINGER;
-            let mut next = Some(first);
-            while let Some(record) = next {
-                match record {
-                    Record::Outcome(outcome, permit) => {
-                        outcomes.push(outcome);
-                        permits.push(permit);
-                    }
-                    Record::Release(id) => releases.push(id),
-                }
-                next = if outcomes.len() + releases.len() >= MAX_OUTCOMES_PER_WRITE {
-                    None
-                } else if outcomes.len() < enough {
-                    tokio::time::timeout_at(linger_until, record_rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                } else {
-                    record_rx.try_recv().ok()
-                };
-            }
-            self.write_outcomes(&outcomes).await;
-            drop(permits);
-            if !releases.is_empty() {
-                if let Err(error) = self.store.release_claims(&self.owner, &releases).await {
-                    tracing::error!(error = ?anyhow::Error::from(error), "releasing claims failed; their leases will expire");
-                }
-            }
-        }
-    }
-
-    async fn write_outcomes(&self, outcomes: &[DeliveryOutcome]) {
-        if outcomes.is_empty() {
-            return;
-        }
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
-            match self.store.record_outcomes(&self.owner, outcomes).await {
-                Ok(applied) => {
-                    if applied < outcomes.len() as u64 {
-                        tracing::warn!(
-                            lost = outcomes.len() as u64 - applied,
-                            "some leases expired before their outcome was recorded"
-                        );
-                    }
-                    return;
-                }
-                Err(error) => {
-                    tracing::error!(error = ?anyhow::Error::from(error), "recording outcomes failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        tracing::error!(
-            count = outcomes.len(),
-            "gave up recording outcomes; these deliveries will be retried when their lease expires"
-        );
     }
 }
 

@@ -117,7 +117,9 @@ pub struct ClaimedDelivery {
     pub name: Option<String>,
     pub subscriber_status: SubscriberStatus,
     pub message_id: String,
-    /// Attempts so far, this one included.
+    /// Attempts so far, this one included. The store charges an attempt
+    /// when it writes the outcome, so a claim handed back or taken back
+    /// unsent costs none.
     pub attempts: u32,
     pub payload: DeliveryPayload,
 }

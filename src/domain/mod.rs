@@ -4,6 +4,7 @@
 
 pub mod consent;
 pub mod delivery;
+pub mod instance;
 pub mod issue;
 pub mod post;
 pub mod signup;

@@ -92,7 +92,7 @@ impl DiskGuard {
             Err(error) => {
                 // Logged when it starts failing; the guard stays open meanwhile,
                 // since an unreadable folder says nothing about its space.
-                if previous.map_or(true, |p| p.free.is_some()) {
+                if previous.is_none_or(|p| p.free.is_some()) {
                     tracing::warn!(
                         folder = %self.folder.display(),
                         error = ?anyhow::Error::from(error),

@@ -1,5 +1,6 @@
 //! Storage. One trait, [`Store`], made of a part per aggregate
-//! ([`SubscriberStore`], [`PostStore`], [`IssueStore`], [`DeliveryStore`]),
+//! ([`SubscriberStore`], [`PostStore`], [`IssueStore`], [`DeliveryStore`],
+//! [`InstanceStore`]),
 //! with a SQLite and a PostgreSQL implementation. Each backend is a folder
 //! split the same way, so the same file can be read side by side in both.
 //! All SQL lives there; the rules it carries out live in `crate::domain`.
@@ -14,6 +15,7 @@ use crate::config::{Backend, DatabaseSettings};
 use crate::domain::consent::ConsentContext;
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
+use crate::domain::instance::{Rescue, RescuedClaims};
 use crate::domain::issue::{CreateIssueOutcome, IssueMeta, NewIssue};
 use crate::domain::post::{NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender};
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
@@ -32,7 +34,7 @@ mod sqlite;
 pub mod transfer;
 
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{DatabaseLock, LockError, SqliteStore};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -55,7 +57,7 @@ pub enum StoreError {
 
 /// The whole store: the backend's own needs, and every aggregate's part.
 #[async_trait]
-pub trait Store: SubscriberStore + PostStore + IssueStore + DeliveryStore {
+pub trait Store: SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
@@ -167,6 +169,26 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// Gives unstarted claims back (on shutdown), without counting an attempt.
     async fn release_claims(&self, owner: &str, delivery_ids: &[i64]) -> StoreResult<u64>;
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts>;
+}
+
+/// The processes that claim deliveries, and their heartbeats (the rules are
+/// in `crate::domain::instance`).
+#[async_trait]
+pub trait InstanceStore: Send + Sync + 'static {
+    /// Registers `owner` at its first beat, and records each beat.
+    async fn heartbeat(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Forgets `owner` (a clean stop): any claim it still holds is then
+    /// taken back by the next check of any other instance.
+    async fn deregister(&self, owner: &str) -> StoreResult<()>;
+    /// Puts the claims of every owner but `rescue.me` that has no heartbeat
+    /// since `rescue.alive_since` (or no row at all) back to `pending`,
+    /// without charging an attempt, and forgets those instances; returns
+    /// how many claims came back from each owner.
+    async fn rescue_claims(&self, rescue: &Rescue) -> StoreResult<Vec<RescuedClaims>>;
+    /// Puts every claim of `owner`, known to be dead, back to `pending` and
+    /// forgets it; returns how many. For a daemon that takes over the
+    /// SQLite lock its predecessor held.
+    async fn take_over(&self, owner: &str) -> StoreResult<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

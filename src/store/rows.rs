@@ -191,6 +191,7 @@ pub(super) struct ClaimRow {
     post_id: Option<i64>,
     confirmation_id: Option<i64>,
     message_id: String,
+    /// Attempts whose outcome was written: one is charged with each.
     attempts: i64,
 }
 
@@ -226,7 +227,9 @@ pub(super) fn claimed_delivery(
         name: recipient.name,
         subscriber_status: subscriber_status(&recipient.status)?,
         message_id: claim.message_id,
-        attempts: u32::try_from(claim.attempts).unwrap_or(u32::MAX),
+        attempts: u32::try_from(claim.attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1),
         payload,
     })
 }

@@ -250,6 +250,30 @@ impl Install {
         self.command(args).output().unwrap()
     }
 
+    /// Runs a command that must end by itself within `within` (a `serve`
+    /// that is meant to refuse to start); kills it and fails otherwise.
+    pub fn run_within(&self, args: &[&str], within: Duration) -> Output {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + within;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "tidings {args:?} still ran after {within:?}:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs a CLI command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);

@@ -18,4 +18,6 @@ mod faults;
 mod fleet;
 mod input;
 mod outages;
+mod outcomes;
+mod recovery;
 mod smtp_outages;

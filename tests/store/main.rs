@@ -14,6 +14,7 @@ mod support;
 mod basics;
 mod consent;
 mod deliveries;
+mod instances;
 mod issues;
 mod posts;
 mod signup;

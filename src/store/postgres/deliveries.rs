@@ -19,8 +19,7 @@ impl DeliverySql for PostgresStore {
                  ORDER BY priority, next_attempt_at, id LIMIT $4 \
                  FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
-                 UPDATE deliveries d SET status = 'sending', lease_owner = $1, lease_until = $2, \
-                     attempts = d.attempts + 1 \
+                 UPDATE deliveries d SET status = 'sending', lease_owner = $1, lease_until = $2 \
                  FROM due WHERE d.id = due.id \
                  RETURNING d.id, d.subscriber_id, d.issue_id, d.post_id, d.confirmation_id, \
                      d.message_id, d.attempts, d.priority, d.next_attempt_at) \
@@ -50,8 +49,7 @@ impl DeliverySql for PostgresStore {
             return Ok(0);
         }
         let result = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
-             lease_owner = NULL, lease_until = NULL \
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
              WHERE lease_owner = $1 AND status = 'sending' AND id = ANY($2::bigint[])",
         )
         .bind(owner)

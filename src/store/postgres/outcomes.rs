@@ -1,6 +1,7 @@
 //! Delivery outcomes on PostgreSQL, written in groups by the delivery
 //! worker: one statement per kind of outcome, over arrays, each fenced on
 //! the lease owner. A group of nothing but sends is that one statement.
+//! Each outcome written charges its delivery one attempt.
 
 use std::collections::HashSet;
 
@@ -55,7 +56,7 @@ pub(super) async fn record(
 
     let mark_sent = sqlx::query(
         "UPDATE deliveries d SET status = 'sent', smtp_reply = u.reply, sent_at = u.at, \
-         last_error = NULL, lease_owner = NULL, lease_until = NULL \
+         last_error = NULL, lease_owner = NULL, lease_until = NULL, attempts = d.attempts + 1 \
          FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(id, reply, at) \
          WHERE d.id = u.id AND d.lease_owner = $4 AND d.status = 'sending'",
     )
@@ -76,7 +77,8 @@ pub(super) async fn record(
     if !retry.0.is_empty() {
         applied += sqlx::query(
             "UPDATE deliveries d SET status = 'pending', last_error = u.error, \
-             next_attempt_at = u.next_attempt_at, lease_owner = NULL, lease_until = NULL \
+             next_attempt_at = u.next_attempt_at, lease_owner = NULL, lease_until = NULL, \
+             attempts = d.attempts + 1 \
              FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) \
                  AS u(id, error, next_attempt_at) \
              WHERE d.id = u.id AND d.lease_owner = $4 AND d.status = 'sending'",
@@ -92,7 +94,7 @@ pub(super) async fn record(
     if !skipped.0.is_empty() {
         applied += sqlx::query(
             "UPDATE deliveries d SET status = 'skipped', last_error = u.reason, \
-             lease_owner = NULL, lease_until = NULL \
+             lease_owner = NULL, lease_until = NULL, attempts = d.attempts + 1 \
              FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason) \
              WHERE d.id = u.id AND d.lease_owner = $3 AND d.status = 'sending'",
         )
@@ -106,7 +108,7 @@ pub(super) async fn record(
     if !failed.0.is_empty() {
         let mut held: HashSet<i64> = sqlx::query_scalar(
             "UPDATE deliveries d SET status = 'failed', last_error = u.error, \
-             lease_owner = NULL, lease_until = NULL \
+             lease_owner = NULL, lease_until = NULL, attempts = d.attempts + 1 \
              FROM UNNEST($1::bigint[], $2::text[]) AS u(id, error) \
              WHERE d.id = u.id AND d.lease_owner = $3 AND d.status = 'sending' \
              RETURNING d.id",

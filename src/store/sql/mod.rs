@@ -24,6 +24,7 @@ use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::domain::signup::{SignupOutcome, SignupRequest};
 
 mod deliveries;
+mod instances;
 mod issues;
 mod posts;
 mod store;

@@ -25,8 +25,7 @@ impl DeliverySql for SqliteStore {
     async fn claim_deliveries(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut writer = self.lock().await;
         let mut claimed: Vec<DueClaim> = sqlx::query_as(
-            "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2, \
-             attempts = attempts + 1 \
+            "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_until = ?2 \
              WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
                           ORDER BY priority, next_attempt_at, id LIMIT ?4) \
              RETURNING id, subscriber_id, issue_id, post_id, confirmation_id, message_id, attempts, \
@@ -84,8 +83,7 @@ impl DeliverySql for SqliteStore {
         }
         let mut writer = self.lock().await;
         let result = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, \
-             lease_owner = NULL, lease_until = NULL \
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
              WHERE lease_owner = ? AND status = 'sending' AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(owner)

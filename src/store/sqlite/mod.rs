@@ -20,9 +20,12 @@ use super::sql::SqlBackend;
 use super::StoreResult;
 use crate::config::{Backend, DatabaseSettings};
 
+pub use lock::{DatabaseLock, LockError};
+
 mod checkpoints;
 mod deliveries;
 mod issues;
+mod lock;
 mod outcomes;
 mod signup;
 mod subscribers;

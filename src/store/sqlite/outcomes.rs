@@ -3,6 +3,7 @@
 //! write lock, and signups wait for that lock: sends, nearly every
 //! outcome, go in one statement, and a group of nothing but sends is that
 //! statement alone, its own transaction, without `BEGIN` and `COMMIT`.
+//! Each outcome written charges its delivery one attempt.
 
 use serde::Serialize;
 use sqlx::SqliteConnection;
@@ -61,7 +62,7 @@ async fn mark_sent(
     Ok(sqlx::query(
         "UPDATE deliveries SET status = 'sent', smtp_reply = sent.value ->> 'reply', \
          sent_at = sent.value ->> 'at', last_error = NULL, lease_owner = NULL, \
-         lease_until = NULL \
+         lease_until = NULL, attempts = attempts + 1 \
          FROM json_each(?1) AS sent \
          WHERE deliveries.id = sent.value ->> 'id' AND deliveries.lease_owner = ?2 \
              AND deliveries.status = 'sending'",
@@ -88,7 +89,7 @@ async fn record_one(
             next_attempt_at,
         } => sqlx::query(
             "UPDATE deliveries SET status = 'pending', last_error = ?, next_attempt_at = ?, \
-             lease_owner = NULL, lease_until = NULL \
+             lease_owner = NULL, lease_until = NULL, attempts = attempts + 1 \
              WHERE id = ? AND lease_owner = ? AND status = 'sending'",
         )
         .bind(error)
@@ -135,7 +136,8 @@ async fn close(
     why: &str,
 ) -> StoreResult<u64> {
     Ok(sqlx::query(
-        "UPDATE deliveries SET status = ?, last_error = ?, lease_owner = NULL, lease_until = NULL \
+        "UPDATE deliveries SET status = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, \
+         attempts = attempts + 1 \
          WHERE id = ? AND lease_owner = ? AND status = 'sending'",
     )
     .bind(status.as_str())
