@@ -396,7 +396,7 @@ fn a_disk_full_to_the_last_byte_gives_503_not_500_and_recovers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while answers
         .last()
-        .map_or(true, |answer: &Answer| answer.status == 202)
+        .is_none_or(|answer: &Answer| answer.status == 202)
     {
         assert!(
             Instant::now() < deadline,
