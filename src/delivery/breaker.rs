@@ -4,7 +4,7 @@
 //!
 //! It opens after [`TRIP_AFTER`] failures in a row (no success between
 //! them) within [`WINDOW`], counted across all senders. A failure of an
-//! attempt that began before the breaker last opened is not counted again:
+//! attempt that began before the last pause ended is not counted again:
 //! eight senders failing together are one failure of the server, not
 //! eight, so they cannot push the pause to its cap at once. After a pause
 //! every sender may try again: the first success closes it, and a failure
@@ -31,7 +31,8 @@ struct State {
     /// Failures since the last success or opening, and when the first was.
     failures: u32,
     first_failure: Option<Instant>,
-    opened_at: Option<Instant>,
+    /// The end of the last pause, kept after it passes until a success:
+    /// attempts begun before it have been accounted for.
     open_until: Option<Instant>,
     /// Pauses since the last success: the next one is twice as long.
     pauses: u32,
@@ -46,7 +47,7 @@ impl Breaker {
 
     fn failed_at(&self, started: Instant, now: Instant) -> Option<Duration> {
         let mut state = self.state.lock().expect("breaker lock");
-        if state.opened_at.is_some_and(|opened| started < opened) {
+        if state.open_until.is_some_and(|end| started < end) {
             return None;
         }
         if state
@@ -69,7 +70,6 @@ impl Breaker {
         state.pauses += 1;
         state.failures = 0;
         state.first_failure = None;
-        state.opened_at = Some(now);
         state.open_until = Some(now + pause);
         Some(pause)
     }
@@ -81,6 +81,11 @@ impl Breaker {
         state.first_failure = None;
         state.open_until = None;
         state.pauses = 0;
+    }
+
+    /// Whether senders are paused now.
+    pub fn is_open(&self) -> bool {
+        self.open_until().is_some_and(|end| end > Instant::now())
     }
 
     fn open_until(&self) -> Option<Instant> {
@@ -155,6 +160,22 @@ mod tests {
             pauses.extend(breaker.failed_at(t0, t0 + ms(n / 2)));
         }
         assert_eq!(pauses, [FIRST_PAUSE]);
+    }
+
+    #[test]
+    fn attempts_that_slipped_in_during_a_pause_do_not_lengthen_it() {
+        let breaker = Breaker::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            breaker.failed_at(t0, t0);
+        }
+        // Senders that were waiting their turn at the rate limiter when it
+        // opened, and fail one after another during the pause.
+        for n in 1..8 {
+            let now = t0 + ms(n);
+            assert_eq!(breaker.failed_at(now, now + ms(1)), None);
+        }
+        assert_eq!(breaker.open_until(), Some(t0 + FIRST_PAUSE));
     }
 
     #[test]

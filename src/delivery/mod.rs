@@ -283,11 +283,13 @@ impl DeliveryWorker {
     }
 
     /// Whether a claim may be sent now: we are alive, nobody may have taken
-    /// it over, and no stop was asked for.
+    /// it over, no stop was asked for, and the breaker did not open while
+    /// this sender waited its turn.
     fn still_ours(&self, claim: &Claim, shutdown: &CancellationToken) -> bool {
         let stale = claim.claimed_at.elapsed() > self.settings.lease.mul_f64(0.8);
         !stale
             && !shutdown.is_cancelled()
+            && !self.breaker.is_open()
             && self.liveness.may_send()
             && self.liveness.takeovers() == claim.takeovers
     }
