@@ -20,4 +20,5 @@ mod input;
 mod outages;
 mod outcomes;
 mod recovery;
+mod small_disk;
 mod smtp_outages;

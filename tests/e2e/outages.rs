@@ -5,8 +5,7 @@
 //! itself (`cluster.rs`); a full disk is a small tmpfs.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::PgCluster;
-use crate::harness::{free_port, sqlite_count, wait_until, Daemon, Install, Sink};
+use crate::harness::{free_port, sqlite_count, wait_until, Daemon, Install, Sink, ADMIN_TOKEN};
+use crate::small_disk::SmallDisk;
 
 /// "About 5 s": the signup deadline is 4 s, plus the answer's own way.
 const FAST_ENOUGH: Duration = Duration::from_secs(6);
@@ -432,49 +432,94 @@ fn a_disk_full_to_the_last_byte_gives_503_not_500_and_recovers() {
     );
 }
 
-/// A small tmpfs, unmounted when dropped; `None` where mounting is refused.
-struct SmallDisk {
-    path: PathBuf,
-}
+/// The disk full for 20 s in the middle of a send, with signups coming in
+/// all the while: sending stops once the outcomes cannot be written (none
+/// is abandoned), everything resumes when there is room, and every reader
+/// gets the issue exactly once.
+#[test]
+fn a_full_disk_for_20_s_in_the_middle_of_a_send_sends_nothing_twice_and_loses_nothing() {
+    const READERS: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 16) else {
+        println!("skipped: mounting a tmpfs was refused here");
+        return;
+    };
+    let sink = Sink::start(&[]);
+    // Paced, so that the send is still going when the disk fills.
+    let install = sqlite_install(dir.path(), &disk.path, &sink, "0")
+        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
+        .set("TIDINGS_SMTP__RATE_PER_SECOND", "150");
+    install.ok(&[
+        "subscriber",
+        "generate",
+        "--count",
+        &READERS.to_string(),
+        "--prefix",
+        "reader",
+        "--domain",
+        "readers.example",
+    ]);
+    let daemon = install.serve(free_port());
+    assert_eq!(daemon.send_now()["recipients"], READERS);
+    sink.wait_for(200, Duration::from_secs(60));
 
-impl SmallDisk {
-    fn mount(at: &Path, megabytes: u32) -> Option<Self> {
-        std::fs::create_dir_all(at).unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|status| status.success());
-        mounted.then(|| Self {
-            path: at.to_owned(),
-        })
+    let before = sink.messages().len();
+    disk.fill_leaving(0);
+    let full = Instant::now();
+    let client = reqwest::blocking::Client::new();
+    let mut answers = Vec::new();
+    while full.elapsed() < Duration::from_secs(20) {
+        let email = format!("burst{}@example.com", answers.len());
+        answers.push(sign_up(&daemon, &client, &email, answers.len() % 2 == 0));
     }
+    let during = sink.messages().len();
+    disk.make_room();
 
-    fn free(&self) -> u64 {
-        tidings::health::disk::free_bytes(&self.path).unwrap()
-    }
-
-    /// Leaves about `left` bytes free, or none at all for 0.
-    fn fill_leaving(&self, left: u64) {
-        use std::io::Write;
-        let mut filler = std::fs::File::create(self.path.join("filler")).unwrap();
-        let chunk = vec![0xA5u8; 64 * 1024];
-        while self.free() > left {
-            let room = usize::try_from(self.free() - left).unwrap_or(usize::MAX);
-            if filler.write_all(&chunk[..room.min(chunk.len())]).is_err() {
-                break; // full to the last byte
+    let issue_copies = || {
+        let mut copies: HashMap<String, usize> = HashMap::new();
+        for message in sink.messages() {
+            if message.recipient.ends_with("@readers.example") {
+                *copies.entry(message.recipient).or_default() += 1;
             }
         }
-        let _ = filler.sync_all();
+        copies
+    };
+    wait_until(
+        "every reader has the issue",
+        Duration::from_secs(120),
+        || issue_copies().len() == READERS,
+    );
+    let copies = issue_copies();
+    let doubled: Vec<_> = copies.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(doubled.is_empty(), "sent twice: {doubled:?}");
+    assert_well_formed(&answers);
+    let accepted: Vec<_> = answers.iter().filter(|a| a.status == 202).collect();
+    for answer in answers
+        .iter()
+        .filter(|a| a.status == 503 && !a.may_still_arrive)
+    {
+        assert!(!stored(&disk.path, &answer.email), "{answer:?}");
     }
-
-    fn make_room(&self) {
-        std::fs::remove_file(self.path.join("filler")).unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
+    let confirmations = |email: &str| {
+        sink.messages()
+            .iter()
+            .filter(|message| message.recipient == email)
+            .count()
+    };
+    wait_until(
+        "a confirmation for every accepted signup",
+        Duration::from_secs(30),
+        || {
+            accepted
+                .iter()
+                .all(|answer| confirmations(&answer.email) == 1)
+        },
+    );
+    println!(
+        "disk full for 20 s mid-send: {} signups ({} accepted), {} messages when it filled \
+         and {during} when room came back; {READERS} readers each got the issue once",
+        answers.len(),
+        accepted.len(),
+        before,
+    );
 }
