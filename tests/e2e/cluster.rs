@@ -66,6 +66,46 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A new database in the cluster, and its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.sql(&format!("CREATE DATABASE {name}"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Cuts every connection to `name` and refuses new ones, the server
+    /// still running: each write fails at once, as on a full disk.
+    pub fn refuse_connections(&self, name: &str) {
+        self.sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+        self.sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+    }
+
+    pub fn allow_connections(&self, name: &str) {
+        self.sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    }
+
+    fn sql(&self, statement: &str) {
+        let port = self.port.to_string();
+        self.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                statement,
+            ],
+        );
+    }
+
     /// Starts the stopped cluster and waits until it takes connections.
     pub fn resume(&self) {
         let options = format!(
