@@ -33,15 +33,10 @@ fn three_instances_share_one_queue_and_a_sigkill_loses_nothing() {
         [("subscribers".to_owned(), READERS as i64)]
     );
     for week in 1..=POSTS {
-        let file = dir.path().join(format!("week{week}.md"));
-        std::fs::write(&file, format!("Tip for week {week}.\n\n- one\n- two\n")).unwrap();
-        install.ok(&[
-            "post",
-            "add",
-            "--subject",
+        install.queue_post(
             &format!("Week {week}"),
-            file.to_str().unwrap(),
-        ]);
+            &format!("Tip for week {week}.\n\n- one\n- two\n"),
+        );
     }
 
     let mut daemons: Vec<_> = (0..3).map(|_| install.serve(free_port())).collect();

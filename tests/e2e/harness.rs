@@ -285,6 +285,14 @@ impl Install {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// Queues a post with the CLI, as an operator would.
+    pub fn queue_post(&self, subject: &str, markdown: &str) {
+        let count = std::fs::read_dir(&self.dir).unwrap().count();
+        let file = self.dir.join(format!("post-{count}.md"));
+        std::fs::write(&file, markdown).unwrap();
+        self.ok(&["post", "add", "--subject", subject, file.to_str().unwrap()]);
+    }
+
     pub fn serve(&self, port: u16) -> Daemon {
         self.serve_with(port, self.command(&["serve"]))
     }

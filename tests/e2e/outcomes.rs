@@ -62,15 +62,7 @@ fn outage_mid_send(outage: Outage) {
         .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
         .set("TIDINGS_SMTP__RATE_PER_SECOND", "100");
     install.ok(&["subscriber", "generate", "--count", &READERS.to_string()]);
-    let post = dir.path().join("post.md");
-    std::fs::write(&post, "Worth the wait.\n").unwrap();
-    install.ok(&[
-        "post",
-        "add",
-        "--subject",
-        "The tip",
-        post.to_str().unwrap(),
-    ]);
+    install.queue_post("The tip", "Worth the wait.\n");
     let daemon = install.serve(free_port());
     assert_eq!(daemon.send_now()["recipients"], READERS);
     sink.wait_for(READERS / 5, Duration::from_secs(30));

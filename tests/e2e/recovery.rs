@@ -29,15 +29,7 @@ fn install_with(dir: &Path, sink: &Sink, database_url: Option<&str>, readers: us
         install = install.set("TIDINGS_DATABASE__URL", url);
     }
     install.ok(&["subscriber", "generate", "--count", &readers.to_string()]);
-    let post = dir.join("post.md");
-    std::fs::write(&post, "A tip worth waiting for.\n").unwrap();
-    install.ok(&[
-        "post",
-        "add",
-        "--subject",
-        "The tip",
-        post.to_str().unwrap(),
-    ]);
+    install.queue_post("The tip", "A tip worth waiting for.\n");
     install
 }
 
