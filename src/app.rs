@@ -57,8 +57,8 @@ impl Services {
             .token_key()
             .await
             .context("cannot read the token key")?;
-        let mailer =
-            Mailer::from_settings(&settings.smtp).context("cannot set up sending (smtp.url)")?;
+        let mailer = Mailer::from_settings(&settings.smtp, settings.newsletter.from_domain())
+            .context("cannot set up sending (smtp.url)")?;
         let templates = Arc::new(templates);
         let links = Links::new(settings.newsletter.base_url.clone(), token_key);
         let composer = Arc::new(Composer::new(

@@ -195,7 +195,9 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
         .context("database (database.url)")?;
     store.ping().await.context("database (database.url)")?;
     println!("ok: database ({})", store.backend());
-    let mailer = crate::mailer::Mailer::from_settings(&settings.smtp).context("smtp")?;
+    let mailer =
+        crate::mailer::Mailer::from_settings(&settings.smtp, settings.newsletter.from_domain())
+            .context("smtp")?;
     mailer.verify().await.context("smtp (smtp.url)")?;
     println!("ok: email via {}", mailer.describe());
     Ok(())

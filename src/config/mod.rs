@@ -154,6 +154,8 @@ pub struct SmtpSettings {
     pub lease: Duration,
     pub batch_size: u32,
     pub timeout: Duration,
+    /// `None`: the host's name if fully qualified, else the From domain.
+    pub helo_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +303,7 @@ struct RawSmtp {
     batch_size: u32,
     #[serde(deserialize_with = "lenient_string")]
     timeout: String,
+    helo_name: String,
 }
 
 #[derive(Deserialize)]
@@ -528,6 +531,13 @@ impl RawSmtp {
             lease: nonzero_duration("smtp.lease", &self.lease)?,
             batch_size: positive("smtp.batch_size", self.batch_size)?,
             timeout: nonzero_duration("smtp.timeout", &self.timeout)?,
+            helo_name: match self.helo_name.trim() {
+                "" => None,
+                name => Some(
+                    crate::mailer::parse_helo_name(name)
+                        .map_err(|reason| invalid("smtp.helo_name", reason))?,
+                ),
+            },
         })
     }
 }

@@ -8,8 +8,10 @@ use lettre::address::Envelope;
 
 use crate::config::SmtpSettings;
 
+mod helo;
 mod smtp;
 
+pub use helo::{default_helo_name, parse_helo_name};
 use smtp::SmtpClient;
 
 /// What the far side said, sorted by what we should do about it.
@@ -42,13 +44,23 @@ pub enum MailerError {
     },
 }
 
+/// The host's name as the system knows it (often bare, such as `vm`).
+fn hostname_of_this_machine() -> Option<String> {
+    match lettre::transport::smtp::extension::ClientId::default() {
+        lettre::transport::smtp::extension::ClientId::Domain(name) => Some(name),
+        _ => None,
+    }
+}
+
 pub enum Mailer {
     Smtp { client: SmtpClient, display: String },
     Outbox { dir: PathBuf },
 }
 
 impl Mailer {
-    pub fn from_settings(settings: &SmtpSettings) -> Result<Self, MailerError> {
+    /// `from_domain` (newsletter.from's) names us in EHLO when neither
+    /// `smtp.helo_name` nor the host's own name will do.
+    pub fn from_settings(settings: &SmtpSettings, from_domain: &str) -> Result<Self, MailerError> {
         let Some(url) = &settings.url else {
             std::fs::create_dir_all(&settings.outbox_dir).map_err(|source| {
                 MailerError::Outbox {
@@ -60,7 +72,11 @@ impl Mailer {
                 dir: settings.outbox_dir.clone(),
             });
         };
-        let client = SmtpClient::from_url(url, settings.timeout)?;
+        let helo_name = settings.helo_name.clone().unwrap_or_else(|| {
+            let host = hostname_of_this_machine();
+            default_helo_name(host.as_deref(), from_domain)
+        });
+        let client = SmtpClient::from_url(url, settings.timeout, &helo_name)?;
         Ok(Mailer::Smtp {
             client,
             display: redact_url(url),

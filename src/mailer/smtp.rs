@@ -68,7 +68,9 @@ fn url_error(reason: impl Into<String>) -> MailerError {
 impl SmtpClient {
     /// Reads a lettre-style URL: `smtp://user:pass@host:port[?tls=required|opportunistic]`
     /// or `smtps://…`.
-    pub fn from_url(url: &str, timeout: Duration) -> Result<Self, MailerError> {
+    /// `helo_name` is given in EHLO; a path in the URL, the older way to
+    /// set it, still wins.
+    pub fn from_url(url: &str, timeout: Duration, helo_name: &str) -> Result<Self, MailerError> {
         let parsed = url::Url::parse(url).map_err(|error| url_error(error.to_string()))?;
         let host = parsed
             .host_str()
@@ -102,7 +104,7 @@ impl SmtpClient {
             None => None,
         };
         let hello = match parsed.path().trim_matches('/') {
-            "" => ClientId::default(),
+            "" => ClientId::Domain(helo_name.to_owned()),
             name => ClientId::Domain(name.to_owned()),
         };
         let mut roots = rustls::RootCertStore::empty();
@@ -454,11 +456,14 @@ mod tests {
 
     #[test]
     fn urls_pick_security_port_and_login() {
-        let client = SmtpClient::from_url("smtp://127.0.0.1:2525", Duration::from_secs(1)).unwrap();
+        let client =
+            SmtpClient::from_url("smtp://127.0.0.1:2525", Duration::from_secs(1), "a.example")
+                .unwrap();
         assert_eq!((client.security, client.port), (Security::Plain, 2525));
         let client = SmtpClient::from_url(
             "smtps://u%40x:p%25w@mail.example.com",
             Duration::from_secs(1),
+            "a.example",
         )
         .unwrap();
         assert_eq!((client.security, client.port), (Security::Implicit, 465));
@@ -466,11 +471,17 @@ mod tests {
         let client = SmtpClient::from_url(
             "smtp://mail.example.com?tls=required",
             Duration::from_secs(1),
+            "a.example",
         )
         .unwrap();
         assert_eq!(client.security, Security::StartTls { required: true });
         assert_eq!(client.port, 587);
-        assert!(SmtpClient::from_url("smtp://h?tls=sometimes", Duration::from_secs(1)).is_err());
+        assert!(SmtpClient::from_url(
+            "smtp://h?tls=sometimes",
+            Duration::from_secs(1),
+            "a.example"
+        )
+        .is_err());
         assert_eq!(percent_encoding_decode("u%40x").as_deref(), Some("u@x"));
     }
 

@@ -129,6 +129,8 @@ fn wait_for_port(port: u16) {
 #[derive(Debug, Clone)]
 pub struct Dumped {
     pub recipient: String,
+    /// What the client said in EHLO (or HELO).
+    pub helo: String,
     pub headers: HashMap<String, String>,
     pub body: String,
 }
@@ -142,6 +144,12 @@ impl Dumped {
             .trim_start_matches('<')
             .split('>')
             .next()?
+            .to_owned();
+        let helo = text
+            .lines()
+            .find_map(|line| line.strip_prefix("X-Helo-Args: "))
+            .unwrap_or_default()
+            .trim()
             .to_owned();
         // The client's message starts after smtp-sink's Received header.
         let start = text.find("\nFrom: ").or_else(|| text.find("\nDate: "))? + 1;
@@ -159,6 +167,7 @@ impl Dumped {
             .collect();
         Some(Self {
             recipient,
+            helo,
             headers,
             body: decode_quoted_printable(body),
         })

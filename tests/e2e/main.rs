@@ -14,6 +14,7 @@ mod bulk_import;
 mod cli;
 mod consent;
 mod edge;
+mod ehlo;
 mod faults;
 mod fleet;
 mod input;
