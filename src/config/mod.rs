@@ -534,7 +534,7 @@ impl RawSmtp {
             helo_name: match self.helo_name.trim() {
                 "" => None,
                 name => Some(
-                    crate::mailer::parse_helo_name(name)
+                    crate::domain::helo::parse_helo_name(name)
                         .map_err(|reason| invalid("smtp.helo_name", reason))?,
                 ),
             },

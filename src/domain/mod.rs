@@ -4,6 +4,7 @@
 
 pub mod consent;
 pub mod delivery;
+pub mod helo;
 pub mod instance;
 pub mod issue;
 pub mod post;

@@ -155,9 +155,9 @@ pub struct CreatedPost {
     request_body = CreatePost,
     responses(
         (status = 201, description = "Queued at the end of the queue", body = CreatedPost),
-        (status = 413, description = "Body too large", body = super::openapi::ErrorBody),
-        (status = 415, description = "Not a JSON body", body = super::openapi::ErrorBody),
-        (status = 422, description = "Empty subject or body, control characters, or a malformed body", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Not a JSON body", body = super::error::ErrorBody),
+        (status = 422, description = "Empty subject or body, control characters, or a malformed body", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn create_post(
@@ -217,8 +217,8 @@ pub(super) async fn list_posts(
     params(("id" = i64, Path, description = "The post's id")),
     responses(
         (status = 200, description = "The post", body = Post),
-        (status = 400, description = "The id is not a number", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such post", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
+        (status = 404, description = "No such post", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn get_post(
@@ -250,12 +250,12 @@ pub struct EditPost {
     request_body = EditPost,
     responses(
         (status = 200, description = "The post as edited", body = Post),
-        (status = 400, description = "The id is not a number", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such post", body = super::openapi::ErrorBody),
-        (status = 409, description = "The post has been sent", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body too large", body = super::openapi::ErrorBody),
-        (status = 415, description = "Not a JSON body", body = super::openapi::ErrorBody),
-        (status = 422, description = "A bad field, an unknown field, or a malformed body", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
+        (status = 404, description = "No such post", body = super::error::ErrorBody),
+        (status = 409, description = "The post has been sent", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Not a JSON body", body = super::error::ErrorBody),
+        (status = 422, description = "A bad field, an unknown field, or a malformed body", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn update_post(
@@ -286,9 +286,9 @@ pub(super) async fn update_post(
     params(("id" = i64, Path, description = "The post's id")),
     responses(
         (status = 204, description = "Removed from the queue"),
-        (status = 400, description = "The id is not a number", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such post", body = super::openapi::ErrorBody),
-        (status = 409, description = "The post has been sent", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
+        (status = 404, description = "No such post", body = super::error::ErrorBody),
+        (status = 409, description = "The post has been sent", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn delete_post(
@@ -310,8 +310,8 @@ pub(super) async fn delete_post(
     params(("id" = i64, Path, description = "The post's id")),
     responses(
         (status = 200, description = "The email's HTML, as a subscriber would see it", body = String, content_type = "text/html"),
-        (status = 400, description = "The id is not a number", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such post", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
+        (status = 404, description = "No such post", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn preview_post(
@@ -335,7 +335,7 @@ pub struct SendNowAccepted {
     post, path = "/api/admin/send-now", tag = "admin",
     responses(
         (status = 202, description = "An issue was created and is being sent", body = SendNowAccepted),
-        (status = 409, description = "Nothing to send", body = super::openapi::ErrorBody),
+        (status = 409, description = "Nothing to send", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn send_now(
@@ -376,8 +376,8 @@ pub struct SubscriberList {
     params(SubscriberPage),
     responses(
         (status = 200, description = "One page, in id order", body = SubscriberList),
-        (status = 400, description = "A query parameter is not of its type", body = super::openapi::ErrorBody),
-        (status = 422, description = "An unknown status", body = super::openapi::ErrorBody),
+        (status = 400, description = "A query parameter is not of its type", body = super::error::ErrorBody),
+        (status = 422, description = "An unknown status", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn list_subscribers(
@@ -421,8 +421,8 @@ pub struct ConsentLog {
     params(("id" = i64, Path, description = "The subscriber's id")),
     responses(
         (status = 200, description = "Every consent event of the subscriber", body = ConsentLog),
-        (status = 400, description = "The id is not a number", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such subscriber", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
+        (status = 404, description = "No such subscriber", body = super::error::ErrorBody),
     )
 )]
 pub(super) async fn consent_log(

@@ -15,6 +15,13 @@ use super::SharedState;
 use crate::newsletter::NewsletterError;
 use crate::render::Page;
 
+/// Every error from the API, and from `/subscribe` for a JSON client.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read; a 5xx never says more than that.
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or wrong bearer token")]

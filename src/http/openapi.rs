@@ -22,17 +22,11 @@ use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, Schema, Type};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::admin;
+use super::error::ErrorBody;
 use crate::domain::consent::{ConsentEvent, ConsentKind};
 use crate::domain::delivery::DeliveryCounts;
 use crate::domain::post::{Post, PostCounts, PostStatus};
 use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberStatus};
-
-/// Every error from the API, and from `/subscribe` for a JSON client.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for a person to read; a 5xx never says more than that.
-    pub error: String,
-}
 
 /// A signup, as a form or as JSON.
 #[derive(Serialize, ToSchema)]

@@ -8,10 +8,9 @@ use lettre::address::Envelope;
 
 use crate::config::SmtpSettings;
 
-mod helo;
 mod smtp;
 
-pub use helo::{default_helo_name, parse_helo_name};
+use crate::domain::helo::default_helo_name;
 use smtp::SmtpClient;
 
 /// What the far side said, sorted by what we should do about it.
