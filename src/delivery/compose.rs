@@ -405,13 +405,19 @@ fn render_post(found: PostForRender) -> RenderedPost {
     }
 }
 
-/// The first sentence or so, shown by mail clients next to the subject.
+/// The first sentence or so, shown by mail clients next to the subject:
+/// at most 140 characters, ending on a whole word.
 fn preheader(text: &str) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(140) {
-        Some((cut, _)) => format!("{}…", flat[..cut].trim_end()),
-        None => flat,
-    }
+    let Some((cut, next)) = flat.char_indices().nth(140) else {
+        return flat;
+    };
+    let head = &flat[..cut];
+    let head = match head.rfind(' ') {
+        Some(space) if next != ' ' => &head[..space],
+        _ => head,
+    };
+    format!("{}…", head.trim_end())
 }
 
 /// `<slug.domain>` with the newsletter's name as the phrase (RFC 2919).
@@ -463,5 +469,17 @@ mod tests {
         let short = preheader(&text);
         assert!(short.chars().count() <= 141);
         assert!(!short.contains('\n'));
+    }
+
+    #[test]
+    fn preheader_ends_on_a_whole_word() {
+        let flat = "Partnerships founder when nobody writes down who decides what ".repeat(5);
+        for start in 0..12 {
+            let text = &flat[start..];
+            let short = preheader(text);
+            let head = short.strip_suffix('…').expect("cut short");
+            assert!(text.starts_with(head), "{short}");
+            assert_eq!(text.as_bytes()[head.len()], b' ', "cut inside a word: {short}");
+        }
     }
 }

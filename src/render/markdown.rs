@@ -192,9 +192,14 @@ impl TextWriter {
             return;
         }
         let block = self.block();
+        // Lines break at spaces only: Unicode's rules would break a URL
+        // after `/` or `?`, and a split link is a dead one in a text-only
+        // reader. A URL wider than a line gets a line of its own.
         let options = textwrap::Options::new(TEXT_WIDTH)
             .initial_indent(&block.first_prefix)
             .subsequent_indent(&block.rest_prefix)
+            .word_separator(textwrap::WordSeparator::AsciiSpace)
+            .word_splitter(textwrap::WordSplitter::NoHyphenation)
             .break_words(false);
         for line in text.split('\n') {
             self.out.push_str(&textwrap::fill(line.trim(), &options));
@@ -367,6 +372,28 @@ mod tests {
             "<a style=\"color:#1a5fb4;text-decoration:underline;\" href=\"https://example.com/x\""
         ));
         assert!(!html.contains("<p>") && !html.contains("<ul>") && !html.contains("<ol>"));
+    }
+
+    #[test]
+    fn links_in_the_text_part_are_never_split() {
+        let long = "https://example.org/guides/partnership-agreements/who-decides-what?\
+                    utm_source=tidings&utm_medium=email&utm_campaign=week-3";
+        let short = "https://example.org/a-short-guide?page=2";
+        let markdown = format!(
+            "Read the [guide]({long}) before the meeting, and the [short one]({short}) after \
+             it, which takes a few minutes and saves a few arguments later on."
+        );
+        let text = to_plain_text(&markdown);
+        for url in [long, short] {
+            let line = text
+                .lines()
+                .find(|line| line.contains(url))
+                .unwrap_or_else(|| panic!("{url} split in:\n{text}"));
+            if url.len() > TEXT_WIDTH {
+                let alone = line.trim().trim_start_matches('(').trim_end_matches(')');
+                assert_eq!(alone, url, "a long URL has a line of its own:\n{text}");
+            }
+        }
     }
 
     #[test]
