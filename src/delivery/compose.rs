@@ -479,7 +479,11 @@ mod tests {
             let short = preheader(text);
             let head = short.strip_suffix('…').expect("cut short");
             assert!(text.starts_with(head), "{short}");
-            assert_eq!(text.as_bytes()[head.len()], b' ', "cut inside a word: {short}");
+            assert_eq!(
+                text.as_bytes()[head.len()],
+                b' ',
+                "cut inside a word: {short}"
+            );
         }
     }
 }

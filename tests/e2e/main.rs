@@ -23,3 +23,4 @@ mod outcomes;
 mod recovery;
 mod small_disk;
 mod smtp_outages;
+mod spam_score;
