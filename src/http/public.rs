@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::sends_json;
 use super::{ClientInfo, PageError, SharedState};
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome};
 use crate::domain::subscriber::{EmailAddress, SubscriberName, UnsubscribeOutcome};
@@ -57,14 +58,6 @@ pub struct SubscribeForm {
     /// The honeypot: people never see it, bots fill it in.
     #[serde(default)]
     website: Option<String>,
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    content_type.starts_with("application/json") || content_type.contains("+json")
 }
 
 /// One answer shape per kind of client: JSON for scripts, pages for people.
@@ -163,7 +156,7 @@ pub async fn subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let json = is_json(&headers);
+    let json = sends_json(&headers);
     let parsed: Result<SubscribeForm, String> = if json {
         serde_json::from_slice(&body).map_err(|error| error.to_string())
     } else {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{free_port, sqlite_delivery_counts, wait_until, Install, Sink, ADMIN_TOKEN};
 
-fn install_with_readers(dir: &std::path::Path, readers: usize, smtp_url: &str) -> Install {
+pub fn install_with_readers(dir: &std::path::Path, readers: usize, smtp_url: &str) -> Install {
     let install = Install::new(dir)
         .set("TIDINGS_SMTP__URL", smtp_url)
         .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
@@ -22,7 +22,7 @@ fn install_with_readers(dir: &std::path::Path, readers: usize, smtp_url: &str) -
     install
 }
 
-fn stats(daemon: &crate::harness::Daemon) -> Value {
+pub fn stats(daemon: &crate::harness::Daemon) -> Value {
     daemon
         .admin(Method::GET, "/api/admin/stats")
         .send()

@@ -10,32 +10,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::Value;
 
-use crate::harness::{free_port, wait_until, Daemon, Install, Sink, ADMIN_TOKEN};
+use crate::faults::{install_with_readers, stats};
+use crate::harness::{free_port, wait_until, Daemon, Install, Sink};
 
-fn install(dir: &std::path::Path, readers: usize, smtp_port: u16) -> Install {
-    let install = Install::new(dir)
-        .set("TIDINGS_SMTP__URL", format!("smtp://127.0.0.1:{smtp_port}"))
-        .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
-    let csv = dir.join("readers.csv");
-    let rows: String = (1..=readers)
-        .map(|n| format!("reader{n}@example.com,,confirmed\n"))
-        .collect();
-    std::fs::write(&csv, format!("email,name,status\n{rows}")).unwrap();
-    install.ok(&["subscriber", "import", csv.to_str().unwrap()]);
-    install
+/// The deliveries' counts by status, from the admin API.
+fn deliveries(daemon: &Daemon) -> Value {
+    stats(daemon)["deliveries"].clone()
 }
 
-fn deliveries(daemon: &Daemon) -> Value {
-    let stats: Value = daemon
-        .admin(Method::GET, "/api/admin/stats")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    stats["deliveries"].clone()
+fn install(dir: &std::path::Path, readers: usize, smtp_port: u16) -> Install {
+    install_with_readers(dir, readers, &format!("smtp://127.0.0.1:{smtp_port}"))
 }
 
 #[test]
@@ -43,11 +29,10 @@ fn a_smtp_restart_under_a_second_costs_under_two_seconds_of_sending() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let readers = 1500;
-    // Paced, so that the send is still going when the server restarts;
-    // a message cut off at the stop is retried a second later.
-    let install = install(dir.path(), readers, port)
-        .set("TIDINGS_SMTP__RATE_PER_SECOND", "500")
-        .set("TIDINGS_SMTP__RETRY_BASE", "1s");
+    // Paced, so that the send is still going when the server restarts; a
+    // message cut off at the stop is retried a second later (the install's
+    // smtp.retry_base).
+    let install = install(dir.path(), readers, port).set("TIDINGS_SMTP__RATE_PER_SECOND", "500");
     let first = Sink::start_on(port, &[]);
     let daemon = install.serve(free_port());
     daemon.send_now();
