@@ -358,6 +358,7 @@ impl Newsletter {
             owner: new_owner(),
             breaker: Default::default(),
             liveness: Default::default(),
+            health: self.health.clone(),
         })
     }
 }

@@ -91,7 +91,9 @@ impl DeliveryWorker {
         loop {
             let began = Instant::now();
             let now = self.clock.now();
-            match self.store.heartbeat(&self.owner, now).await {
+            let written = self.store.heartbeat(&self.owner, now).await;
+            self.health.record_write(&written);
+            match written {
                 Ok(()) => {
                     self.liveness.beat(began, Instant::now());
                     if failing {

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::SmtpSettings;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
+use crate::health::Health;
 use crate::mailer::{Mailer, SendResult};
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
@@ -117,6 +118,8 @@ pub struct DeliveryWorker {
     pub owner: String,
     pub breaker: Breaker,
     pub liveness: Liveness,
+    /// Told of every heartbeat write, so `/healthz` need not write its own.
+    pub health: Arc<Health>,
 }
 
 impl DeliveryWorker {

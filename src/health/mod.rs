@@ -1,9 +1,10 @@
 //! Whether this instance can do its work now, for `/healthz` and for the
 //! signup path. Cheap enough to be asked often: a dead task is a flag, the
 //! free space is read at most once a second, and the database is judged
-//! by the last write the daemon made. Only when no write is known from the
-//! last two seconds, or the last one failed, does a check write one small
-//! row itself, one check at a time, and at most once a second.
+//! by the last write the daemon made (signups, heartbeats). Only when no
+//! write is known from the last two seconds, or the last one failed, does
+//! a check write one small row itself, one check at a time, and at most
+//! once a second.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
