@@ -114,9 +114,11 @@ impl DeliveryWorker {
             }
             // Judging others is only fair while our own view is current.
             if self.liveness.may_send() {
+                // Read again after the write, which may have hung a while.
+                let now = self.clock.now();
                 self.rescue(now).await;
                 if Instant::now() >= next_lease_check {
-                    self.reclaim_expired(now).await;
+                    self.reclaim_expired(self.clock.now()).await;
                     next_lease_check = Instant::now() + LEASE_CHECK_EVERY;
                 }
             }

@@ -287,8 +287,12 @@ impl TestApp {
     }
 
     /// Moves the app's clock to `when`; time keeps flowing from there.
+    /// Only forward, as real time moves: a worker that read the clock just
+    /// before a jump back would judge every new lease long expired.
     pub fn travel_to(&self, when: chrono::DateTime<chrono::Utc>) {
-        self.clock.advance(when - self.clock.now());
+        let by = when - self.clock.now();
+        assert!(by > chrono::Duration::zero(), "{when} is in the past");
+        self.clock.advance(by);
     }
 
     /// Adds `count` confirmed subscribers `reader{n}@example.com` in bulk.

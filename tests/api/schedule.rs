@@ -52,18 +52,18 @@ async fn a_dst_fall_back_slot_that_fires_twice_is_one_issue(backend: Backend) {
     app.add_confirmed(1).await;
     app.enqueue("One", "Body").await;
     app.enqueue("Two", "Body").await;
-    // 2026-11-01 01:30 happens at 05:30 UTC (EDT) and again at 06:30 UTC (EST).
+    // 2037-11-01 01:30 happens at 05:30 UTC (EDT) and again at 06:30 UTC (EST).
     let first = app
         .state
         .scheduler
-        .tick(at("2026-11-01T05:30:05Z"))
+        .tick(at("2037-11-01T05:30:05Z"))
         .await
         .unwrap();
     assert!(matches!(first, TickOutcome::Created { .. }), "{first:?}");
     let second = app
         .state
         .scheduler
-        .tick(at("2026-11-01T06:30:05Z"))
+        .tick(at("2037-11-01T06:30:05Z"))
         .await
         .unwrap();
     assert!(
@@ -71,7 +71,7 @@ async fn a_dst_fall_back_slot_that_fires_twice_is_one_issue(backend: Backend) {
         "{second:?}"
     );
     let restarted = another_scheduler(&app);
-    let third = restarted.tick(at("2026-11-01T06:30:05Z")).await.unwrap();
+    let third = restarted.tick(at("2037-11-01T06:30:05Z")).await.unwrap();
     assert!(
         matches!(third, TickOutcome::AlreadyDone { .. }),
         "{third:?}"
@@ -91,26 +91,26 @@ async fn a_missed_slot_is_caught_up_once_not_in_a_burst(backend: Backend) {
         app.enqueue(&format!("Post {n}"), "Body").await;
     }
     // Deliveries are due at the tick's time, so the app lives then too.
-    app.travel_to(at("2026-11-23T09:20:00Z"));
+    app.travel_to(at("2037-11-23T09:20:00Z"));
     let scheduler = another_scheduler(&app);
-    let outcome = scheduler.tick(at("2026-11-23T09:20:00Z")).await.unwrap();
+    let outcome = scheduler.tick(at("2037-11-23T09:20:00Z")).await.unwrap();
     match outcome {
         TickOutcome::Created {
             slot_key,
             recipients,
             ..
         } => {
-            assert_eq!(slot_key, "2026-11-23T09:00:00 UTC");
+            assert_eq!(slot_key, "2037-11-23T09:00:00 UTC");
             assert_eq!(recipients, 2);
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        scheduler.tick(at("2026-11-23T09:20:01Z")).await.unwrap(),
+        scheduler.tick(at("2037-11-23T09:20:01Z")).await.unwrap(),
         TickOutcome::Idle
     );
     let again = another_scheduler(&app)
-        .tick(at("2026-11-23T09:21:00Z"))
+        .tick(at("2037-11-23T09:21:00Z"))
         .await
         .unwrap();
     assert!(
@@ -128,7 +128,7 @@ async fn slots_older_than_the_catch_up_window_are_skipped(backend: Backend) {
     app.add_confirmed(1).await;
     app.enqueue("Post", "Body").await;
     let outcome = another_scheduler(&app)
-        .tick(at("2026-11-23T15:00:01Z"))
+        .tick(at("2037-11-23T15:00:01Z"))
         .await
         .unwrap();
     assert!(
@@ -137,7 +137,7 @@ async fn slots_older_than_the_catch_up_window_are_skipped(backend: Backend) {
     );
     assert_eq!(issue_count(&app).await, 0);
     let in_window = another_scheduler(&app)
-        .tick(at("2026-11-23T14:59:59Z"))
+        .tick(at("2037-11-23T14:59:59Z"))
         .await
         .unwrap();
     assert!(
@@ -152,7 +152,7 @@ async fn an_empty_queue_at_a_tick_sends_nothing(backend: Backend) {
     let outcome = app
         .state
         .scheduler
-        .tick(at("2026-11-23T09:00:00Z"))
+        .tick(at("2037-11-23T09:00:00Z"))
         .await
         .unwrap();
     assert!(
@@ -172,18 +172,18 @@ async fn a_tick_sends_the_next_post_to_confirmed_subscribers(backend: Backend) {
     let early = app
         .state
         .scheduler
-        .tick(at("2026-11-23T07:59:59Z"))
+        .tick(at("2037-11-23T07:59:59Z"))
         .await
         .unwrap();
     assert!(
         matches!(early, TickOutcome::TooLate { .. }),
         "last Monday's slot is outside the window: {early:?}"
     );
-    app.travel_to(at("2026-11-23T08:00:00Z"));
+    app.travel_to(at("2037-11-23T08:00:00Z"));
     let outcome = app
         .state
         .scheduler
-        .tick(at("2026-11-23T08:00:00Z"))
+        .tick(at("2037-11-23T08:00:00Z"))
         .await
         .unwrap();
     assert!(
