@@ -1,6 +1,7 @@
 //! The `tidings` command line. Each command is a thin layer over the lib.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppOptions, Application, Services};
 use crate::config::{self, Settings};
+use crate::domain::deliverability::{Finding, Severity};
 use crate::domain::post::parse_markdown_post;
 use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, SubscriberName, SubscriberQuery, SubscriberStatus,
@@ -37,8 +39,15 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Validate config and templates, and reach the database and SMTP server.
-    Check,
+    /// Validate config and templates, reach the database and SMTP server, and
+    /// check what DNS says about the From domain (SPF, DMARC, DKIM).
+    Check {
+        /// Ask this name server (IP or IP:PORT) instead of the system's, to see
+        /// what another view of DNS holds, e.g. a public resolver when this
+        /// host's DNS is split-horizon.
+        #[arg(long, value_parser = parse_nameserver)]
+        nameserver: Option<SocketAddr>,
+    },
     /// Send the next queued post now and wait until it is delivered.
     SendNow,
     /// Manage the queue of posts.
@@ -136,7 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Check => check(settings).await,
+        Command::Check { nameserver } => check(settings, nameserver).await,
         Command::SendNow => send_now(settings).await,
         Command::Post(command) => post(settings, command).await,
         Command::Subscriber(command) => subscriber(settings, command).await,
@@ -185,22 +194,46 @@ async fn migrate_data(settings: &Settings, from: &str, to: &str) -> anyhow::Resu
     Ok(())
 }
 
-async fn check(settings: Settings) -> anyhow::Result<()> {
-    println!("ok: config");
-    crate::render::Templates::load(&settings.templates.dir, &settings.newsletter)
-        .context("templates")?;
-    println!("ok: templates");
-    let store = crate::store::connect(&settings.database)
-        .await
-        .context("database (database.url)")?;
-    store.ping().await.context("database (database.url)")?;
-    println!("ok: database ({})", store.backend());
-    let mailer =
-        crate::mailer::Mailer::from_settings(&settings.smtp, settings.newsletter.from_domain())
-            .context("smtp")?;
-    mailer.verify().await.context("smtp (smtp.url)")?;
-    println!("ok: email via {}", mailer.describe());
+/// Ok and warning lines go to stdout, error lines to stderr, each as it is
+/// found; any error makes the exit non-zero.
+async fn check(settings: Settings, nameserver: Option<SocketAddr>) -> anyhow::Result<()> {
+    let (mut errors, mut warnings) = (0, 0);
+    crate::check::run(
+        &settings,
+        nameserver,
+        &mut |finding: Finding| match finding.severity {
+            Severity::Ok => println!("{finding}"),
+            Severity::Warning => {
+                warnings += 1;
+                println!("{finding}");
+            }
+            Severity::Error => {
+                errors += 1;
+                eprintln!("{finding}");
+            }
+        },
+    )
+    .await;
+    if errors > 0 {
+        bail!(
+            "check failed: {}, {}",
+            counted(errors, "error"),
+            counted(warnings, "warning")
+        );
+    }
     Ok(())
+}
+
+fn counted(count: usize, what: &str) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {what}{plural}")
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("`{text}` is not an IP address or IP:PORT"))
 }
 
 async fn send_now(settings: Settings) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! tidings: a self-hosted weekly email newsletter daemon.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -3,6 +3,7 @@
 //! CLI all speak these types, and each rule lives here once, with its tests.
 
 pub mod consent;
+pub mod deliverability;
 pub mod delivery;
 pub mod helo;
 pub mod instance;

@@ -90,6 +90,14 @@ impl Mailer {
         }
     }
 
+    /// The name given in EHLO; none when emails go to the outbox.
+    pub fn helo_name(&self) -> Option<String> {
+        match self {
+            Mailer::Smtp { client, .. } => Some(client.helo_name()),
+            Mailer::Outbox { .. } => None,
+        }
+    }
+
     /// Opens (and closes) a connection, for `tidings check`.
     pub async fn verify(&self) -> Result<(), MailerError> {
         match self {

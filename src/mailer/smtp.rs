@@ -196,6 +196,14 @@ impl SmtpClient {
         }
     }
 
+    /// The name given in EHLO, as `tidings check` judges it.
+    pub fn helo_name(&self) -> String {
+        match &self.hello {
+            ClientId::Domain(name) => name.clone(),
+            literal => literal.to_string(),
+        }
+    }
+
     /// Connects, greets and logs in, for `tidings check`.
     pub async fn verify(&self) -> Result<(), String> {
         let mut session = self.connect().await?;

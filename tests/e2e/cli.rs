@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::dns::DnsServer;
 use crate::harness::{free_port, wait_until, Install, Sink, ADMIN_TOKEN};
 
 #[test]
@@ -228,9 +229,12 @@ fn check_names_an_unreachable_smtp_server() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("smtp"), "{stderr}");
+    // Reachable, and the From domain's SPF and DMARC are in order.
     let sink = Sink::start(&[]);
-    let install = Install::new(dir.path()).set("TIDINGS_SMTP__URL", sink.url());
-    let stdout = install.ok(&["check"]);
+    let dns = DnsServer::start(crate::check::good_zone());
+    let install =
+        crate::check::deliverable(Install::new(dir.path())).set("TIDINGS_SMTP__URL", sink.url());
+    let stdout = install.ok(&["check", "--nameserver", &dns.arg()]);
     assert!(stdout.contains("ok: database (sqlite)"), "{stdout}");
     assert!(stdout.contains("ok: email via SMTP server"), "{stdout}");
 }

@@ -7,10 +7,12 @@ mod pages;
 mod postgres;
 
 mod cluster;
+mod dns;
 mod harness;
 
 mod api_surface;
 mod bulk_import;
+mod check;
 mod cli;
 mod consent;
 mod edge;

@@ -1,0 +1,91 @@
+//! `tidings check`: the config, templates, database and SMTP server, then
+//! the deliverability rules of `crate::domain::deliverability` over what
+//! DNS holds for the From domain. Each finding is reported as it is made.
+
+use std::net::SocketAddr;
+
+use crate::config::Settings;
+use crate::domain::deliverability::{
+    dmarc_record_names, ends_dmarc_walk, judge_base_url, judge_dmarc, judge_from_domain,
+    judge_helo_name, judge_spf, Finding, TxtAnswer,
+};
+use crate::mailer::Mailer;
+
+mod dns;
+
+pub use dns::TxtResolver;
+
+/// Runs every check, even after one fails, so one run names every problem.
+/// The config itself was loaded (and so checked) before this runs.
+pub async fn run(
+    settings: &Settings,
+    nameserver: Option<SocketAddr>,
+    report: &mut impl FnMut(Finding),
+) {
+    report(Finding::ok("config"));
+    report(
+        match crate::render::Templates::load(&settings.templates.dir, &settings.newsletter) {
+            Ok(_) => Finding::ok("templates"),
+            Err(error) => Finding::error(format!("templates: {error:#}")),
+        },
+    );
+    report(database(settings).await);
+    smtp(settings, report).await;
+    judge_base_url(&settings.newsletter.base_url)
+        .into_iter()
+        .for_each(&mut *report);
+    match judge_from_domain(settings.newsletter.from_domain()) {
+        Err(finding) => report(finding),
+        Ok(domain) => match TxtResolver::new(nameserver) {
+            Err(reason) => report(Finding::error(format!("DNS: {reason}"))),
+            Ok(resolver) => dns_records(&resolver, &domain, report).await,
+        },
+    }
+}
+
+async fn database(settings: &Settings) -> Finding {
+    let reached = async {
+        let store = crate::store::connect(&settings.database).await?;
+        store.ping().await?;
+        Ok::<_, crate::store::StoreError>(store.backend())
+    };
+    match reached.await {
+        Ok(backend) => Finding::ok(format!("database ({backend})")),
+        Err(error) => Finding::error(format!("database (database.url): {error:#}")),
+    }
+}
+
+async fn smtp(settings: &Settings, report: &mut impl FnMut(Finding)) {
+    let mailer = match Mailer::from_settings(&settings.smtp, settings.newsletter.from_domain()) {
+        Ok(mailer) => mailer,
+        Err(error) => return report(Finding::error(format!("smtp: {error:#}"))),
+    };
+    report(match mailer.verify().await {
+        Ok(()) => Finding::ok(format!("email via {}", mailer.describe())),
+        Err(error) => Finding::error(format!("smtp (smtp.url): {error:#}")),
+    });
+    // .eml files in the outbox greet nobody.
+    if let Some(helo_name) = mailer.helo_name() {
+        report(judge_helo_name(&helo_name));
+    }
+}
+
+async fn dns_records(resolver: &TxtResolver, domain: &str, report: &mut impl FnMut(Finding)) {
+    let (spf, dmarc) = futures::join!(resolver.txt(domain), dmarc(resolver, domain));
+    report(judge_spf(domain, &spf));
+    let (found_at, answer) = dmarc;
+    report(judge_dmarc(domain, &found_at, &answer));
+}
+
+/// The nearest DMARC record up the tree from `domain` and where it is, or
+/// the first failed lookup.
+async fn dmarc(resolver: &TxtResolver, domain: &str) -> (String, TxtAnswer) {
+    let names = dmarc_record_names(domain);
+    for name in &names {
+        let answer = resolver.txt(name).await;
+        if ends_dmarc_walk(&answer) {
+            return (name.clone(), answer);
+        }
+    }
+    (format!("_dmarc.{domain}"), TxtAnswer::Nothing)
+}
