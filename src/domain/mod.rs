@@ -4,6 +4,7 @@
 
 pub mod consent;
 pub mod delivery;
+pub mod dkim;
 pub mod helo;
 pub mod instance;
 pub mod issue;
