@@ -228,6 +228,11 @@ impl DkimSigner {
         &self.key
     }
 
+    /// `rsa-2048 key at news._domainkey.example.org`, for the log.
+    pub fn describe(&self) -> String {
+        format!("{} key at {}", self.key.describe(), self.dns_name())
+    }
+
     /// Where the public key is published: `selector._domainkey.domain`.
     pub fn dns_name(&self) -> String {
         format!("{}._domainkey.{}", self.selector, self.domain)

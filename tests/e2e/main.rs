@@ -13,6 +13,7 @@ mod api_surface;
 mod bulk_import;
 mod cli;
 mod consent;
+mod dkim;
 mod edge;
 mod ehlo;
 mod faults;
