@@ -66,6 +66,7 @@ impl Services {
             settings.newsletter.clone(),
             links.clone(),
             store.clone(),
+            settings.smtp.dkim.clone(),
         ));
         let (newsletter, signup_writer) =
             Newsletter::new(store, clock, links, composer, &settings, health);
@@ -206,6 +207,7 @@ impl Application {
             backend = %self.state.newsletter.store().backend(),
             database = %redact(&settings.database.url),
             emails = %self.mailer.describe(),
+            dkim = %settings.smtp.dkim.as_ref().map_or("off".to_owned(), |signer| signer.describe()),
             mode = settings.schedule.mode.as_str(),
             next_send_at = ?self.state.scheduler.next_send_at(),
             timezone = %settings.schedule.timezone,

@@ -16,9 +16,11 @@ use lettre::message::Mailbox;
 use serde::{Deserialize, Deserializer};
 
 pub use crate::domain::issue::ScheduleMode;
+pub use dkim::DkimSigner;
 pub use secrets::redact;
 use secrets::{secret_token, whitespace_tokens_in_environment};
 
+mod dkim;
 mod secrets;
 mod size;
 
@@ -156,6 +158,8 @@ pub struct SmtpSettings {
     pub timeout: Duration,
     /// `None`: the host's name if fully qualified, else the From domain.
     pub helo_name: Option<String>,
+    /// `None`: emails go out unsigned.
+    pub dkim: Option<DkimSigner>,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +308,7 @@ struct RawSmtp {
     #[serde(deserialize_with = "lenient_string")]
     timeout: String,
     helo_name: String,
+    dkim: dkim::RawDkim,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +543,7 @@ impl RawSmtp {
                         .map_err(|reason| invalid("smtp.helo_name", reason))?,
                 ),
             },
+            dkim: self.dkim.parse()?,
         })
     }
 }

@@ -142,3 +142,88 @@ fn trusted_proxies_and_the_old_switch() {
 fn a_missing_file_is_an_error() {
     assert!(load(Some(Path::new("/nonexistent/tidings.toml"))).is_err());
 }
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/dkim/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dkim_toml(domain: &str, selector: &str, key_file: &str) -> String {
+    format!(
+        "[smtp.dkim]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{key_file}\""
+    )
+}
+
+#[test]
+fn dkim_is_off_by_default_and_on_with_all_three_keys() {
+    assert!(load_layers(None, false).unwrap().smtp.dkim.is_none());
+    for key in ["rsa2048-pkcs1.pem", "rsa2048-pkcs8.pem", "ed25519.pem"] {
+        let toml = dkim_toml("Example.org", "news2026", &fixture(key));
+        let signer = load_with(&toml).unwrap().smtp.dkim.expect("signing on");
+        assert_eq!(signer.dns_name(), "news2026._domainkey.example.org");
+    }
+}
+
+#[test]
+fn a_partial_dkim_setting_names_the_missing_key() {
+    let key = fixture("ed25519.pem");
+    for (toml, missing) in [
+        (dkim_toml("example.org", "", &key), "smtp.dkim.selector"),
+        (dkim_toml("", "news", &key), "smtp.dkim.domain"),
+        (
+            dkim_toml("example.org", "news", ""),
+            "smtp.dkim.private_key_file",
+        ),
+        (
+            "[smtp.dkim]\nselector = \"news\"".to_owned(),
+            "smtp.dkim.domain",
+        ),
+    ] {
+        let error = load_with(&toml).expect_err(&toml).to_string();
+        assert!(error.contains(&format!("`{missing}`")), "{error}");
+        assert!(error.contains("all three"), "{error}");
+    }
+}
+
+#[test]
+fn a_bad_dkim_key_file_stops_tidings_without_showing_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.pem");
+    let not_pem = dir.path().join("not-a-key.pem");
+    let secret = "c2VjcmV0LWtleS1tYXRlcmlhbC1kby1ub3Qtc2hvdw";
+    std::fs::write(&not_pem, format!("{secret}\n")).unwrap();
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        format!("-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+    for (path, reason) in [
+        (missing.display().to_string(), "cannot read"),
+        (
+            not_pem.display().to_string(),
+            "no unencrypted PEM private key",
+        ),
+        (
+            broken.display().to_string(),
+            "neither an RSA nor an Ed25519 key",
+        ),
+        (fixture("rsa1024-pkcs1.pem"), "2048"),
+        (fixture("p256-sec1.pem"), "RSA or Ed25519"),
+    ] {
+        let error = load_with(&dkim_toml("example.org", "news", &path))
+            .expect_err(&path)
+            .to_string();
+        assert!(error.contains("`smtp.dkim.private_key_file`"), "{error}");
+        assert!(error.contains(&path), "{error} should name the file");
+        assert!(error.contains(reason), "{error} should say {reason}");
+        assert!(!error.contains(secret), "{error} shows the file's contents");
+    }
+    let error = load_with(&dkim_toml("localhost", "news", &fixture("ed25519.pem")))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`smtp.dkim.domain`"), "{error}");
+    let error = load_with(&dkim_toml("example.org", "news_1", &fixture("ed25519.pem")))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`smtp.dkim.selector`"), "{error}");
+}

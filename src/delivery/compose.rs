@@ -21,6 +21,7 @@ use super::headers::{EncodedSubject, Recipient};
 use super::prepared::PreparedEmail;
 use crate::config::NewsletterSettings;
 use crate::domain::delivery::{ClaimedDelivery, DeliveryPayload};
+use crate::domain::dkim::DkimSigner;
 use crate::domain::issue::{IssueMeta, ScheduleMode};
 use crate::domain::post::PostForRender;
 use crate::domain::subscriber::SubscriberStatus;
@@ -107,6 +108,9 @@ pub struct Composer {
     issues: Mutex<HashMap<i64, IssueMeta>>,
     /// `None` where the templates do not splice.
     prepared: Mutex<HashMap<Prepared, Arc<Option<PreparedEmail>>>>,
+    /// Signs each email as it is built, so what goes out (or into the
+    /// outbox) is what was signed. `None`: unsigned.
+    dkim: Option<DkimSigner>,
 }
 
 impl Composer {
@@ -115,6 +119,7 @@ impl Composer {
         newsletter: NewsletterSettings,
         links: Links,
         store: SharedStore,
+        dkim: Option<DkimSigner>,
     ) -> Self {
         let list_id = list_id(&newsletter);
         Self {
@@ -126,6 +131,7 @@ impl Composer {
             posts: Mutex::default(),
             issues: Mutex::default(),
             prepared: Mutex::default(),
+            dkim,
         }
     }
 
@@ -320,12 +326,13 @@ impl Composer {
             vec![address.clone()],
         )
         .map_err(|error| ComposeError::Message(error.to_string()))?;
+        let now = SystemTime::now();
         let mut builder = Message::builder()
             .envelope(envelope)
             .from(self.newsletter.from.clone())
             .header(Recipient { name, address })
             .header(EncodedSubject(subject.to_owned()))
-            .date(SystemTime::now())
+            .date(now)
             .message_id(Some(format!(
                 "<{}@{}>",
                 delivery.message_id,
@@ -343,9 +350,15 @@ impl Composer {
         let message = builder
             .multipart(body)
             .map_err(|error| ComposeError::Message(error.to_string()))?;
+        // Signed per reader, as To and List-Unsubscribe are theirs. A retry
+        // is composed afresh, with a new Date, and so signed again.
+        let bytes = match &self.dkim {
+            Some(signer) => signer.sign(&message.formatted(), now),
+            None => message.formatted(),
+        };
         Ok(Composed::Email {
             envelope: message.envelope().clone(),
-            bytes: message.formatted(),
+            bytes,
         })
     }
 

@@ -41,21 +41,23 @@ pub fn default_helo_name(host_name: Option<&str>, from_domain: &str) -> String {
 
 /// Two labels or more, each of letters, digits and inner hyphens, and a
 /// last one that is not a number.
-fn is_fully_qualified(name: &str) -> bool {
+pub fn is_fully_qualified(name: &str) -> bool {
     let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
-    let label_ok = |label: &&str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
     name.len() <= 253
         && labels.len() >= 2
-        && labels.iter().all(label_ok)
+        && labels.iter().all(|label| is_dns_label(label))
         && labels
             .last()
             .is_some_and(|last| !last.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// One label of a host name: letters, digits and inner hyphens.
+pub fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 #[cfg(test)]

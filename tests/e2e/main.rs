@@ -15,6 +15,7 @@ mod bulk_import;
 mod check;
 mod cli;
 mod consent;
+mod dkim;
 mod edge;
 mod ehlo;
 mod faults;
