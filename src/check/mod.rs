@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use crate::config::Settings;
 use crate::domain::deliverability::{
-    dmarc_record_names, ends_dmarc_walk, judge_base_url, judge_dmarc, judge_from_domain,
-    judge_helo_name, judge_spf, Finding, TxtAnswer,
+    dmarc_record_names, ends_dmarc_walk, judge_base_url, judge_dkim, judge_dmarc,
+    judge_from_domain, judge_helo_name, judge_spf, Finding, TxtAnswer,
 };
 use crate::mailer::Mailer;
 
@@ -38,7 +38,7 @@ pub async fn run(
         Err(finding) => report(finding),
         Ok(domain) => match TxtResolver::new(nameserver) {
             Err(reason) => report(Finding::error(format!("DNS: {reason}"))),
-            Ok(resolver) => dns_records(&resolver, &domain, report).await,
+            Ok(resolver) => dns_records(&resolver, settings, &domain, report).await,
         },
     }
 }
@@ -70,11 +70,30 @@ async fn smtp(settings: &Settings, report: &mut impl FnMut(Finding)) {
     }
 }
 
-async fn dns_records(resolver: &TxtResolver, domain: &str, report: &mut impl FnMut(Finding)) {
-    let (spf, dmarc) = futures::join!(resolver.txt(domain), dmarc(resolver, domain));
+async fn dns_records(
+    resolver: &TxtResolver,
+    settings: &Settings,
+    domain: &str,
+    report: &mut impl FnMut(Finding),
+) {
+    let dkim = async {
+        let signer = settings.smtp.dkim.as_ref()?;
+        let name = signer.dns_name();
+        let answer = resolver.txt(&name).await;
+        Some(judge_dkim(&name, &signer.dns_record(), &answer))
+    };
+    let (spf, (found_at, dmarc), dkim) =
+        futures::join!(resolver.txt(domain), dmarc(resolver, domain), dkim);
     report(judge_spf(domain, &spf));
-    let (found_at, answer) = dmarc;
-    report(judge_dmarc(domain, &found_at, &answer));
+    report(judge_dmarc(domain, &found_at, &dmarc));
+    // A warning: DKIM is optional here, and Gmail and Yahoo take SPF alone
+    // from small senders; bulk senders need it.
+    report(dkim.unwrap_or_else(|| {
+        Finding::warning(
+            "DKIM signing is off (smtp.dkim.domain, selector and private_key_file): Gmail \
+             and Yahoo require DKIM of bulk senders",
+        )
+    }));
 }
 
 /// The nearest DMARC record up the tree from `domain` and where it is, or

@@ -52,7 +52,7 @@ fn openssl(args: &[&str]) -> Vec<u8> {
 
 /// A new private key in `dir`, and its TXT record as openssl derives it:
 /// the whole SubjectPublicKeyInfo for RSA, the raw 32 bytes for Ed25519.
-fn generate_key(dir: &Path, kind: &str) -> (PathBuf, String) {
+pub fn generate_key(dir: &Path, kind: &str) -> (PathBuf, String) {
     use base64::Engine;
     let path = dir.join(format!("dkim-{kind}.pem"));
     let path_text = path.to_str().unwrap();
