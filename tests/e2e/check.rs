@@ -239,6 +239,24 @@ fn check_reports_a_failing_dns_server_as_such_not_as_a_missing_record() {
     );
 }
 
+#[test]
+fn check_reports_a_dns_server_that_never_answers_as_timed_out() {
+    let (_dir, _sink, install) = sender();
+    let dns = DnsServer::start(good_zone().silent(FROM_DOMAIN));
+    let started = std::time::Instant::now();
+    let Checked { passed, stderr, .. } = check(&install, &dns);
+    eprintln!(
+        "check with a silent name server took {:?}",
+        started.elapsed()
+    );
+    assert!(!passed);
+    assert_eq!(
+        stderr[0],
+        "error: the SPF record for news.example.org could not be looked up: no answer from \
+         the DNS server (timed out)"
+    );
+}
+
 /// Nothing about these needs DNS: a From at localhost cannot have records,
 /// so none is looked up.
 #[test]

@@ -15,11 +15,13 @@ use hickory_resolver::proto::op::{Message, ResponseCode};
 use hickory_resolver::proto::rr::rdata::TXT;
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 
-/// TXT records by name, and the names whose lookups fail with SERVFAIL.
+/// TXT records by name, the names whose lookups fail with SERVFAIL, and
+/// those the server never answers.
 #[derive(Default, Clone)]
 pub struct Zone {
     txt: HashMap<String, Vec<Vec<String>>>,
     servfail: HashSet<String>,
+    silent: HashSet<String>,
 }
 
 fn key(name: &str) -> String {
@@ -42,6 +44,12 @@ impl Zone {
         self
     }
 
+    pub fn silent(mut self, name: &str) -> Self {
+        self.silent.insert(key(name));
+        self
+    }
+
+    /// None: no answer at all.
     fn answer(&self, request: &[u8]) -> Option<Message> {
         let request = Message::from_vec(request).ok()?;
         let mut response = Message::response(request.metadata.id, request.metadata.op_code);
@@ -51,6 +59,9 @@ impl Zone {
         response.edns = request.edns.clone();
         let query = request.queries.first()?.clone();
         let name = key(&query.name().to_ascii());
+        if self.silent.contains(&name) {
+            return None;
+        }
         response.add_query(query.clone());
         if self.servfail.contains(&name) {
             response.metadata.response_code = ResponseCode::ServFail;
@@ -120,7 +131,10 @@ impl DnsServer {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match tcp.accept() {
-                        Ok((stream, _)) => serve_tcp(&zone, stream),
+                        Ok((stream, _)) => {
+                            let zone = zone.clone();
+                            std::thread::spawn(move || serve_tcp(&zone, stream));
+                        }
                         Err(_) => std::thread::sleep(Duration::from_millis(20)),
                     }
                 }
@@ -139,10 +153,11 @@ impl DnsServer {
     }
 }
 
-/// Answers length-prefixed questions until the client hangs up.
+/// Answers length-prefixed questions until the client hangs up (or is
+/// quiet for a minute).
 fn serve_tcp(zone: &Zone, mut stream: std::net::TcpStream) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     loop {
         let mut length = [0u8; 2];
         if stream.read_exact(&mut length).is_err() {
@@ -153,7 +168,7 @@ fn serve_tcp(zone: &Zone, mut stream: std::net::TcpStream) {
             return;
         }
         let Some(response) = zone.answer(&request) else {
-            return;
+            continue;
         };
         let bytes = response.to_vec().unwrap();
         let length = u16::try_from(bytes.len()).unwrap().to_be_bytes();
