@@ -1,7 +1,7 @@
 //! The `tidings` command line. Each command is a thin layer over the lib.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ pub enum Command {
         /// Ask this name server (IP or IP:PORT) instead of the system's, to see
         /// what another view of DNS holds, e.g. a public resolver when this
         /// host's DNS is split-horizon.
-        #[arg(long, value_parser = parse_nameserver)]
+        #[arg(long, value_name = "IP[:PORT]", value_parser = crate::check::parse_nameserver)]
         nameserver: Option<SocketAddr>,
     },
     /// Send the next queued post now and wait until it is delivered.
@@ -227,13 +227,6 @@ async fn check(settings: Settings, nameserver: Option<SocketAddr>) -> anyhow::Re
 fn counted(count: usize, what: &str) -> String {
     let plural = if count == 1 { "" } else { "s" };
     format!("{count} {what}{plural}")
-}
-
-/// `IP` (port 53) or `IP:PORT`.
-fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
-    text.parse::<SocketAddr>()
-        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        .map_err(|_| format!("`{text}` is not an IP address or IP:PORT"))
 }
 
 async fn send_now(settings: Settings) -> anyhow::Result<()> {

@@ -2,18 +2,25 @@
 //! the deliverability rules of `crate::domain::deliverability` over what
 //! DNS holds for the From domain. Each finding is reported as it is made.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Settings;
 use crate::domain::deliverability::{
-    dmarc_record_names, ends_dmarc_walk, judge_base_url, judge_dkim, judge_dmarc,
-    judge_from_domain, judge_helo_name, judge_spf, Finding, TxtAnswer,
+    dmarc_record_names, ends_dmarc_walk, judge_base_url, judge_dkim, judge_dkim_alignment,
+    judge_dmarc, judge_from_domain, judge_helo_name, judge_spf, Finding, TxtAnswer,
 };
 use crate::mailer::Mailer;
 
 mod dns;
 
 pub use dns::TxtResolver;
+
+/// `--nameserver`: `IP` (port 53) or `IP:PORT`.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("`{text}` is not an IP address or IP:PORT"))
+}
 
 /// Runs every check, even after one fails, so one run names every problem.
 /// The config itself was loaded (and so checked) before this runs.
@@ -80,7 +87,8 @@ async fn dns_records(
         let signer = settings.smtp.dkim.as_ref()?;
         let name = signer.dns_name();
         let answer = resolver.txt(&name).await;
-        Some(judge_dkim(&name, &signer.dns_record(), &answer))
+        let alignment = judge_dkim_alignment(domain, signer.domain());
+        Some((judge_dkim(&name, &signer.dns_record(), &answer), alignment))
     };
     let (spf, (found_at, dmarc), dkim) =
         futures::join!(resolver.txt(domain), dmarc(resolver, domain), dkim);
@@ -88,12 +96,16 @@ async fn dns_records(
     report(judge_dmarc(domain, &found_at, &dmarc));
     // A warning: DKIM is optional here, and Gmail and Yahoo take SPF alone
     // from small senders; bulk senders need it.
-    report(dkim.unwrap_or_else(|| {
-        Finding::warning(
+    match dkim {
+        Some((key, alignment)) => {
+            report(key);
+            alignment.into_iter().for_each(&mut *report);
+        }
+        None => report(Finding::warning(
             "DKIM signing is off (smtp.dkim.domain, selector and private_key_file): Gmail \
              and Yahoo require DKIM of bulk senders",
-        )
-    }));
+        )),
+    }
 }
 
 /// The nearest DMARC record up the tree from `domain` and where it is, or
@@ -107,4 +119,30 @@ async fn dmarc(resolver: &TxtResolver, domain: &str) -> (String, TxtAnswer) {
         }
     }
     (format!("_dmarc.{domain}"), TxtAnswer::Nothing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_server_is_an_ip_with_or_without_a_port() {
+        assert_eq!(
+            parse_nameserver("192.0.2.53").unwrap(),
+            "192.0.2.53:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_nameserver("127.0.0.1:5353").unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_nameserver("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_nameserver("::1").unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
+        assert!(parse_nameserver("ns1.example.org").is_err());
+    }
 }
