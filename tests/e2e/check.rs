@@ -243,12 +243,8 @@ fn check_reports_a_failing_dns_server_as_such_not_as_a_missing_record() {
 fn check_reports_a_dns_server_that_never_answers_as_timed_out() {
     let (_dir, _sink, install) = sender();
     let dns = DnsServer::start(good_zone().silent(FROM_DOMAIN));
-    let started = std::time::Instant::now();
+    // Waits out the resolver's own timeout and retries: about 15 s.
     let Checked { passed, stderr, .. } = check(&install, &dns);
-    eprintln!(
-        "check with a silent name server took {:?}",
-        started.elapsed()
-    );
     assert!(!passed);
     assert_eq!(
         stderr[0],
