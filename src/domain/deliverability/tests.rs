@@ -132,6 +132,21 @@ fn dmarc_policies() {
 }
 
 #[test]
+fn the_dmarc_walk_stops_at_a_record_or_a_failure() {
+    assert!(ends_dmarc_walk(&records(&["v=DMARC1; p=reject"])));
+    assert!(ends_dmarc_walk(&TxtAnswer::Failed("SERVFAIL".into())));
+    assert!(!ends_dmarc_walk(&records(&["v=spf1 -all"])));
+    assert!(!ends_dmarc_walk(&TxtAnswer::Nothing));
+    let twice = judge_dmarc(
+        "example.org",
+        "_dmarc.example.org",
+        &records(&["v=DMARC1; p=reject", "v=DMARC1; p=none"]),
+    );
+    assert_eq!(twice.severity, Severity::Error);
+    assert!(twice.text.contains("2 DMARC records"), "{}", twice.text);
+}
+
+#[test]
 fn dmarc_is_looked_for_up_to_the_organisational_domain() {
     assert_eq!(
         dmarc_record_names("a.news.example.org"),
