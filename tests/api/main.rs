@@ -19,6 +19,7 @@ mod admin;
 mod delivery;
 mod health;
 mod layout;
+mod reader_pages;
 mod schedule;
 mod subscriptions;
 mod surface;
