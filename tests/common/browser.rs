@@ -182,6 +182,16 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{expression} gave {value}: {error}"))
     }
 
+    /// Waits (up to 5 s) until a JavaScript expression is true, and
+    /// panics otherwise.
+    pub async fn wait_for(&self, condition: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.eval::<bool>(condition).await {
+            assert!(Instant::now() < deadline, "waited 5 s for {condition}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A PNG of what the viewport shows.
     pub async fn screenshot(&self) -> Vec<u8> {
         self.client.screenshot().await.expect("a screenshot")
