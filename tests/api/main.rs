@@ -2,6 +2,8 @@
 //! database (a SQLite file or a fresh PostgreSQL database) and a real SMTP
 //! server running in the test process.
 
+#[path = "../common/browser.rs"]
+mod browser;
 #[path = "../common/pages.rs"]
 mod pages;
 #[path = "../common/postgres.rs"]
@@ -16,6 +18,8 @@ mod mail_server;
 mod admin;
 mod delivery;
 mod health;
+mod layout;
+mod reader_pages;
 mod schedule;
 mod subscriptions;
 mod surface;
