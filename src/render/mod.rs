@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use crate::config::NewsletterSettings;
 
+mod email_style;
 pub mod markdown;
+mod plain_text;
 
 /// Every template we ship, by registered name. `templates.dir` may override
 /// any of them with a file of the same name plus `.hbs`.
