@@ -299,6 +299,34 @@ mod tests {
         );
     }
 
+    /// Markdown's styles and the layout's are kept apart (one in Rust,
+    /// one in the template); this keeps them the same.
+    #[test]
+    fn the_layout_and_the_markdown_share_fonts_and_colours() {
+        let layout = BUILT_IN
+            .iter()
+            .find(|(name, _)| *name == "email_layout.html")
+            .unwrap()
+            .1;
+        let content = layout
+            .lines()
+            .find(|line| line.contains("padding:28px 24px"))
+            .expect("the content cell");
+        for style in [
+            format!("font-family:{};", email_style::FONT),
+            format!("color:{};", email_style::TEXT),
+            email_style::WRAP.to_owned(),
+        ] {
+            assert!(content.contains(&style), "{style} not in {content}");
+        }
+        let confirm = BUILT_IN
+            .iter()
+            .find(|(name, _)| *name == "confirm.html")
+            .unwrap()
+            .1;
+        assert!(confirm.contains(&format!("background-color:{};", email_style::LINK)));
+    }
+
     #[test]
     fn a_broken_override_is_caught_at_load() {
         let dir = tempfile::tempdir().unwrap();

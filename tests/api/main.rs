@@ -15,6 +15,7 @@ mod mail_server;
 
 mod admin;
 mod delivery;
+mod email_html;
 mod health;
 mod schedule;
 mod subscriptions;
