@@ -67,13 +67,21 @@ impl Services {
             links.clone(),
             store.clone(),
         ));
-        let (newsletter, signup_writer) =
-            Newsletter::new(store, clock, links, composer, &settings, health);
+        let mailer = Arc::new(mailer);
+        let (newsletter, signup_writer) = Newsletter::new(
+            store,
+            clock,
+            links,
+            composer,
+            mailer.clone(),
+            &settings,
+            health,
+        );
         Ok(Self {
             settings: Arc::new(settings),
             newsletter: Arc::new(newsletter),
             templates,
-            mailer: Arc::new(mailer),
+            mailer,
             metrics: Arc::new(Metrics::default()),
             signup_writer,
         })
@@ -164,6 +172,7 @@ impl Application {
             )),
             newsletter,
             signup_limiter: http::signup_limiter(settings.http.subscribe_per_ip_per_hour),
+            link_request_limits: http::LinkRequestLimits::new(&settings.http),
             auth_failures: http::AuthThrottle::new(settings.http.failed_auth_per_ip_per_minute),
             body_budget: http::BodyBudget::new(
                 settings.http.max_body_bytes_in_flight,

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::delivery::compose::{ComposeError, Composer};
+use crate::delivery::compose::{ComposeError, Composed, Composer};
 use crate::delivery::{new_owner, DeliveryWorker, Wake, WorkerSettings};
 use crate::domain::consent::ConsentContext;
 use crate::domain::issue::{CreateIssueOutcome, IssueCreated, NewIssue, ScheduleMode};
@@ -25,6 +25,7 @@ use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberStatus,
     UnsubscribeOutcome,
 };
+use crate::domain::unsubscribe_link::{sends_link, LinkRequestOutcome};
 use crate::health::{Health, LowDisk};
 use crate::links::{self, Links};
 use crate::mailer::Mailer;
@@ -32,6 +33,34 @@ use crate::metrics::Metrics;
 use crate::signups::{SignupError, SignupWriter, Signups};
 use crate::store::{SharedStore, StoreError};
 use crate::subscriber_csv::ImportRow;
+
+async fn send_unsubscribe_link(
+    composer: &Composer,
+    mailer: &Mailer,
+    address: &str,
+    subscriber_id: i64,
+) {
+    let (envelope, bytes) = match composer.unsubscribe_link(address, subscriber_id) {
+        Ok(Composed::Email { envelope, bytes }) => (envelope, bytes),
+        Ok(Composed::Skip(reason)) => {
+            tracing::warn!(subscriber_id, %reason, "no unsubscribe link sent");
+            return;
+        }
+        Err(error) => {
+            tracing::error!(subscriber_id, error = ?anyhow::Error::from(error), "cannot compose an unsubscribe link");
+            return;
+        }
+    };
+    let stem = format!("unsubscribe-link-{}", uuid::Uuid::new_v4());
+    match mailer.send(&envelope, &bytes, &stem).await {
+        crate::mailer::SendResult::Accepted { .. } => {
+            tracing::info!(subscriber_id, "emailed an unsubscribe link")
+        }
+        failed => {
+            tracing::warn!(subscriber_id, result = ?failed, "an unsubscribe link was not sent")
+        }
+    }
+}
 
 /// The least time a signup takes to be answered, from when the service
 /// takes it. A new address costs the store more than one already on the
@@ -85,6 +114,8 @@ pub struct Newsletter {
     clock: SharedClock,
     links: Links,
     composer: Arc<Composer>,
+    /// For the emails sent outside the outbox (see `email_unsubscribe_link`).
+    mailer: Arc<Mailer>,
     signups: Signups,
     health: Arc<Health>,
     wake: Wake,
@@ -101,6 +132,7 @@ impl Newsletter {
         clock: SharedClock,
         links: Links,
         composer: Arc<Composer>,
+        mailer: Arc<Mailer>,
         settings: &Settings,
         health: Arc<Health>,
     ) -> (Self, SignupWriter) {
@@ -110,6 +142,7 @@ impl Newsletter {
             clock,
             links,
             composer,
+            mailer,
             signups,
             health,
             wake: Wake::default(),
@@ -205,13 +238,49 @@ impl Newsletter {
             .await?)
     }
 
-    /// Whether an unsubscribe link names someone on the list, for the page
-    /// that shows the button. Changes nothing.
-    pub async fn unsubscribe_link_works(&self, token: Option<&str>) -> NewsletterResult<bool> {
+    /// The address an unsubscribe link would remove, for the page that
+    /// shows the button; `None` when it names nobody on the list. Changes
+    /// nothing.
+    pub async fn unsubscribe_link_address(
+        &self,
+        token: Option<&str>,
+    ) -> NewsletterResult<Option<String>> {
         match self.links.subscriber_id(token) {
-            Some(subscriber_id) => Ok(self.store.subscriber_exists(subscriber_id).await?),
-            None => Ok(false),
+            Some(subscriber_id) => Ok(self.store.subscriber_email(subscriber_id).await?),
+            None => Ok(None),
         }
+    }
+
+    /// Emails a reader who asked by address their unsubscribe link, when
+    /// the address is on the list and still gets email (see
+    /// [`sends_link`]). Answered at [`SIGNUP_ANSWER_FLOOR`] whatever the
+    /// outcome, with the email composed and sent after the answer, so its
+    /// timing tells nobody whether the address is listed.
+    ///
+    /// The link is the reader's ordinary one, the same as in every issue's
+    /// footer and `List-Unsubscribe`: it only leads to a page with a
+    /// button, it reaches nobody but the address's owner, and an
+    /// unsubscribe link is not a secret from that owner. So no new token
+    /// is needed, and nothing is stored. The email goes straight to the
+    /// mailer, not through the outbox: it is a courtesy asked for at this
+    /// moment, and one that fails is asked for again, not retried for days.
+    pub async fn email_unsubscribe_link(
+        &self,
+        email: &EmailAddress,
+    ) -> NewsletterResult<LinkRequestOutcome> {
+        let answer_at = tokio::time::Instant::now() + SIGNUP_ANSWER_FLOOR;
+        let found = self.store.subscriber_by_email(email.as_str()).await?;
+        tokio::time::sleep_until(answer_at).await;
+        let Some((subscriber_id, _)) = found.filter(|(_, status)| sends_link(*status)) else {
+            return Ok(LinkRequestOutcome::NotSent);
+        };
+        let composer = self.composer.clone();
+        let mailer = self.mailer.clone();
+        let address = email.as_str().to_owned();
+        tokio::spawn(async move {
+            send_unsubscribe_link(&composer, &mailer, &address, subscriber_id).await;
+        });
+        Ok(LinkRequestOutcome::Sent { subscriber_id })
     }
 
     /// Follows an unsubscribe link; a token we did not issue is `Unknown`.

@@ -76,6 +76,24 @@ type RenderFor<'a> = dyn Fn(Option<&str>, &str) -> Result<RenderedEmail, Compose
 enum Prepared {
     Confirmation,
     Issue { post_id: i64, number: i64 },
+    UnsubscribeLink,
+}
+
+/// Who an email is for, and its Message-ID's left part.
+struct Addressed<'a> {
+    email: &'a str,
+    subscriber_id: i64,
+    message_id: &'a str,
+}
+
+impl<'a> From<&'a ClaimedDelivery> for Addressed<'a> {
+    fn from(delivery: &'a ClaimedDelivery) -> Self {
+        Self {
+            email: &delivery.email,
+            subscriber_id: delivery.subscriber_id,
+            message_id: &delivery.message_id,
+        }
+    }
 }
 
 /// What to do with a claimed delivery.
@@ -188,7 +206,39 @@ impl Composer {
             None,
             &self.links.confirm_url(confirmation_id),
         )?;
-        self.build(delivery, None, &subject, body, false)
+        self.build(delivery.into(), None, &subject, body, false)
+    }
+
+    /// A reader's own unsubscribe link, which they asked for by address
+    /// (the page for a broken link offers it). No name, like a
+    /// confirmation: whoever asked may not be the reader.
+    pub fn unsubscribe_link(
+        &self,
+        email: &str,
+        subscriber_id: i64,
+    ) -> Result<Composed, ComposeError> {
+        let subject = format!("Your link to unsubscribe from {}", self.newsletter.name);
+        let render = |_name: Option<&str>, link_url: &str| {
+            self.templates
+                .email(
+                    EmailKind::UnsubscribeLink,
+                    json!({ "title": subject, "name": null, "link_url": link_url }),
+                )
+                .map_err(ComposeError::from)
+        };
+        let body = self.body(
+            Prepared::UnsubscribeLink,
+            &render,
+            None,
+            &self.links.unsubscribe_url(subscriber_id),
+        )?;
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let to = Addressed {
+            email,
+            subscriber_id,
+            message_id: &message_id,
+        };
+        self.build(to, None, &subject, body, false)
     }
 
     fn issue_email(
@@ -207,7 +257,13 @@ impl Composer {
             delivery.name.as_deref(),
             &self.links.unsubscribe_url(delivery.subscriber_id),
         )?;
-        self.build(delivery, delivery.name.clone(), &post.subject, body, true)
+        self.build(
+            delivery.into(),
+            delivery.name.clone(),
+            &post.subject,
+            body,
+            true,
+        )
     }
 
     /// Both parts for one reader: spliced into the email prepared for
@@ -303,13 +359,13 @@ impl Composer {
 
     fn build(
         &self,
-        delivery: &ClaimedDelivery,
+        to: Addressed<'_>,
         name: Option<String>,
         subject: &str,
         body: MultiPart,
         list_headers: bool,
     ) -> Result<Composed, ComposeError> {
-        let address: Address = match delivery.email.parse() {
+        let address: Address = match to.email.parse() {
             Ok(address) => address,
             Err(error) => return Ok(Composed::Skip(format!("unsendable address: {error}"))),
         };
@@ -328,7 +384,7 @@ impl Composer {
             .date(SystemTime::now())
             .message_id(Some(format!(
                 "<{}@{}>",
-                delivery.message_id,
+                to.message_id,
                 self.newsletter.from_domain()
             )))
             .header(ListId(self.list_id.clone()));
@@ -336,7 +392,7 @@ impl Composer {
             builder = builder
                 .header(ListUnsubscribe(format!(
                     "<{}>",
-                    self.links.unsubscribe_url(delivery.subscriber_id)
+                    self.links.unsubscribe_url(to.subscriber_id)
                 )))
                 .header(ListUnsubscribePost("List-Unsubscribe=One-Click".into()));
         }

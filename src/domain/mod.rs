@@ -7,6 +7,8 @@ pub mod delivery;
 pub mod helo;
 pub mod instance;
 pub mod issue;
+pub mod masked;
 pub mod post;
 pub mod signup;
 pub mod subscriber;
+pub mod unsubscribe_link;

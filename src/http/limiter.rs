@@ -8,9 +8,12 @@
 //! `2 × capacity` clients are tracked, the least recently seen go first,
 //! and a client dropped for age had refilled anyway (the window passed).
 //! IPv6 clients are keyed by their /64, since one host usually holds one
-//! and can pick any address in it.
+//! and can pick any address in it. A limiter may count email addresses
+//! instead, by a keyed hash of each (see [`Limiter::check_address`]).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,6 +26,9 @@ enum ClientKey {
     V4(u32),
     /// The upper 64 bits.
     V6(u64),
+    /// An email address's hash, keyed per limiter: nobody can choose
+    /// addresses that share another's allowance.
+    Address(u64),
 }
 
 impl From<IpAddr> for ClientKey {
@@ -55,6 +61,7 @@ pub struct Limiter {
     tolerance: Duration,
     window: Duration,
     capacity: usize,
+    addresses: RandomState,
     state: Mutex<Generations>,
 }
 
@@ -74,6 +81,7 @@ impl Limiter {
             tolerance: interval * (burst - 1),
             window,
             capacity: capacity.max(1),
+            addresses: RandomState::new(),
             state: Mutex::new(Generations {
                 started: Instant::now(),
                 current: HashMap::new(),
@@ -85,6 +93,13 @@ impl Limiter {
     /// Takes one request from the client's allowance.
     pub fn check(&self, ip: IpAddr) -> Result<(), RetryAfter> {
         self.check_at(ip, Instant::now())
+    }
+
+    /// Takes one request from an email address's allowance (give it in
+    /// one spelling: an `EmailAddress` is lower-cased).
+    pub fn check_address(&self, address: &str) -> Result<(), RetryAfter> {
+        let key = ClientKey::Address(self.addresses.hash_one(address));
+        self.check_key_at(key, Instant::now())
     }
 
     /// Whether the client has an allowance left, without taking from it.
@@ -99,7 +114,10 @@ impl Limiter {
     }
 
     fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
-        let key = ClientKey::from(ip);
+        self.check_key_at(ClientKey::from(ip), now)
+    }
+
+    fn check_key_at(&self, key: ClientKey, now: Instant) -> Result<(), RetryAfter> {
         let mut state = self.state.lock().expect("limiter lock");
         let due = due(&state, key, now);
         let verdict = self.verdict(due, now);
@@ -151,6 +169,7 @@ pub fn network_of(ip: IpAddr) -> IpAddr {
     match ClientKey::from(ip) {
         ClientKey::V4(v4) => IpAddr::from(std::net::Ipv4Addr::from(v4)),
         ClientKey::V6(prefix) => IpAddr::from(Ipv6Addr::from(u128::from(prefix) << 64)),
+        ClientKey::Address(_) => unreachable!("an IP address is keyed by itself"),
     }
 }
 
@@ -261,6 +280,18 @@ mod tests {
             limiter.tracked(),
             1,
             "the old entries had refilled and went"
+        );
+    }
+
+    #[test]
+    fn addresses_have_allowances_of_their_own() {
+        let limiter = Limiter::new(1, MINUTE, 100).unwrap();
+        assert!(limiter.check_address("reader@example.com").is_ok());
+        assert!(limiter.check_address("reader@example.com").is_err());
+        assert!(limiter.check_address("other@example.com").is_ok());
+        assert!(
+            limiter.check(ip("203.0.113.9")).is_ok(),
+            "addresses and clients are counted apart"
         );
     }
 

@@ -33,11 +33,13 @@ mod metrics;
 pub mod openapi;
 mod public;
 pub mod server;
+mod unsubscribe_by_email;
 
 pub use auth::AuthThrottle;
 pub use body::BodyBudget;
 pub use error::{ApiError, PageError};
 pub use limiter::Limiter;
+pub use unsubscribe_by_email::LinkRequestLimits;
 
 /// The service the handlers call, and what only HTTP needs besides.
 pub struct AppState {
@@ -47,6 +49,8 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     pub pages: StaticPages,
     pub signup_limiter: Option<Limiter>,
+    /// For emailing an unsubscribe link to whoever asks by address.
+    pub link_request_limits: LinkRequestLimits,
     /// Failed bearer-token checks (admin API, metrics), per client.
     pub auth_failures: AuthThrottle,
     pub body_budget: BodyBudget,
@@ -108,6 +112,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             UNSUBSCRIBE_PATH,
             get(public::unsubscribe_page).post(public::unsubscribe),
+        )
+        .route(
+            unsubscribe_by_email::PATH,
+            get(unsubscribe_by_email::form).post(unsubscribe_by_email::request),
         )
         .route("/healthz", get(public::health))
         .route("/metrics", get(metrics::metrics))

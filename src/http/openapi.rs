@@ -148,6 +148,29 @@ fn unsubscribe_page() {}
     ))]
 fn unsubscribe() {}
 
+#[utoipa::path(get, path = "/unsubscribe/by-email", tag = "public",
+    responses((status = 200, description = "A form that emails a reader their unsubscribe link", body = String, content_type = "text/html")))]
+fn unsubscribe_by_email_form() {}
+
+#[utoipa::path(post, path = "/unsubscribe/by-email", tag = "public",
+    request_body(description = "The reader's address", content((LinkRequest = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 202, description = "Any valid address, whatever its state: if it is on the list and still gets email, its unsubscribe link is on its way (at most one email per address in `http.confirmation_window`)", body = String, content_type = "text/html"),
+        (status = 413, description = "Body too large", body = String, content_type = "text/html"),
+        (status = 422, description = "An invalid address, or an unreadable body", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client",
+            headers(("Retry-After" = u64, description = "Seconds until this client may ask again")),
+            body = String, content_type = "text/html"),
+    ))]
+fn unsubscribe_by_email() {}
+
+/// Asks for an unsubscribe link by address.
+#[derive(Serialize, ToSchema)]
+pub struct LinkRequest {
+    #[schema(format = Email)]
+    email: String,
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "public",
     responses(
         (status = 200, description = "The database takes writes, and every task runs", body = Health),
@@ -168,13 +191,14 @@ fn openapi_document() {}
     info(title = "tidings", description = "A self-hosted weekly email newsletter: signup, double opt-in, one-click unsubscribe, and the admin API."),
     paths(
         signup_page, subscribe, confirm_page, confirm_head, confirm, unsubscribe_page,
-        unsubscribe, health, metrics, openapi_document,
+        unsubscribe, unsubscribe_by_email_form, unsubscribe_by_email, health, metrics,
+        openapi_document,
         admin::create_post, admin::list_posts, admin::get_post, admin::update_post,
         admin::delete_post, admin::preview_post, admin::send_now, admin::list_subscribers,
         admin::consent_log, admin::stats,
     ),
     components(schemas(
-        ErrorBody, SubscribeRequest, SubscribeAccepted, SubscribeUnavailable, Health, Post, PostStatus, PostCounts,
+        ErrorBody, SubscribeRequest, SubscribeAccepted, LinkRequest, SubscribeUnavailable, Health, Post, PostStatus, PostCounts,
         Subscriber, SubscriberStatus, SubscriberCounts, ConsentEvent, ConsentKind, DeliveryCounts,
     )),
     modifiers(&CommonAnswers),

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::sends_json;
-use super::{ClientInfo, PageError, SharedState};
+use super::{unsubscribe_by_email, ClientInfo, PageError, SharedState};
+use crate::domain::masked::masked_address;
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome};
 use crate::domain::subscriber::{EmailAddress, SubscriberName, UnsubscribeOutcome};
 use crate::links::CONFIRMATION_TTL_HOURS;
@@ -17,7 +18,7 @@ use crate::newsletter::NewsletterError;
 use crate::render::Page;
 use crate::signups::SignupError;
 
-fn page(
+pub(super) fn page(
     state: &SharedState,
     status: StatusCode,
     page: Page,
@@ -60,6 +61,13 @@ pub struct SubscribeForm {
     website: Option<String>,
 }
 
+/// The form field an error is about: the page shows it beside that field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Email,
+    Name,
+}
+
 /// One answer shape per kind of client: JSON for scripts, pages for people.
 struct SubscribeReply<'a> {
     state: &'a SharedState,
@@ -80,7 +88,13 @@ impl SubscribeReply<'_> {
     }
 
     fn rejected(&self, status: StatusCode, message: &str) -> Result<Response, PageError> {
-        self.rejected_with(status, message, json!({ "error": message }))
+        self.rejected_with(status, message, json!({ "error": message }), None)
+    }
+
+    /// 422 for one field's value, shown beside that field.
+    fn invalid(&self, field: Field, message: &str) -> Result<Response, PageError> {
+        let body = json!({ "error": message });
+        self.rejected_with(StatusCode::UNPROCESSABLE_ENTITY, message, body, Some(field))
     }
 
     /// A signup that could not be taken: 503 with Retry-After while the
@@ -107,7 +121,8 @@ impl SubscribeReply<'_> {
         };
         let may_still_arrive = message == MAY_STILL_ARRIVE;
         let body = json!({ "error": message, "may_still_arrive": may_still_arrive });
-        let mut response = self.rejected_with(StatusCode::SERVICE_UNAVAILABLE, message, body)?;
+        let mut response =
+            self.rejected_with(StatusCode::SERVICE_UNAVAILABLE, message, body, None)?;
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -119,17 +134,21 @@ impl SubscribeReply<'_> {
         status: StatusCode,
         message: &str,
         body: serde_json::Value,
+        field: Option<Field>,
     ) -> Result<Response, PageError> {
         if self.json {
             return Ok((status, Json(body)).into_response());
         }
+        let about = |wanted: Option<Field>| (field == wanted).then_some(message);
         page(
             self.state,
             status,
             Page::Signup,
             json!({
                 "title": SIGNUP_TITLE,
-                "error": message,
+                "error": about(None),
+                "email_error": about(Some(Field::Email)),
+                "name_error": about(Some(Field::Name)),
                 "email": self.form.email,
                 "name": self.form.name,
             }),
@@ -197,11 +216,11 @@ pub async fn subscribe(
     }
     let email = match EmailAddress::parse(form.email.as_deref().unwrap_or_default()) {
         Ok(email) => email,
-        Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
+        Err(error) => return reply.invalid(Field::Email, &error.to_string()),
     };
     let name = match SubscriberName::parse_optional(form.name.as_deref()) {
         Ok(name) => name,
-        Err(error) => return reply.rejected(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
+        Err(error) => return reply.invalid(Field::Name, &error.to_string()),
     };
     match state
         .newsletter
@@ -297,24 +316,23 @@ pub async fn unsubscribe_page(
     State(state): State<SharedState>,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let works = state
+    let address = state
         .newsletter
-        .unsubscribe_link_works(query.token.as_deref())
+        .unsubscribe_link_address(query.token.as_deref())
         .await?;
-    if !works {
-        return error_page(
-            &state,
-            StatusCode::NOT_FOUND,
-            "Link not found",
-            LINK_NOT_FOUND,
-            true,
-        );
-    }
+    let Some(address) = address else {
+        return unsubscribe_by_email::broken_link(&state);
+    };
     page(
         &state,
         StatusCode::OK,
         Page::Unsubscribe,
-        json!({ "title": "Unsubscribe", "token": query.token }),
+        json!({
+            "title": "Unsubscribe",
+            "token": query.token,
+            // Partly hidden: the link may have been forwarded.
+            "address": masked_address(&address),
+        }),
     )
 }
 
@@ -329,13 +347,7 @@ pub async fn unsubscribe(
         .unsubscribe(query.token.as_deref(), client.consent())
         .await?
     {
-        UnsubscribeOutcome::Unknown => error_page(
-            &state,
-            StatusCode::NOT_FOUND,
-            "Link not found",
-            LINK_NOT_FOUND,
-            true,
-        ),
+        UnsubscribeOutcome::Unknown => unsubscribe_by_email::broken_link(&state),
         UnsubscribeOutcome::Unsubscribed | UnsubscribeOutcome::AlreadyUnsubscribed => page(
             &state,
             StatusCode::OK,

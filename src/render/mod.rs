@@ -15,7 +15,7 @@ mod plain_text;
 
 /// Every template we ship, by registered name. `templates.dir` may override
 /// any of them with a file of the same name plus `.hbs`.
-const BUILT_IN: [(&str, &str); 14] = [
+const BUILT_IN: [(&str, &str); 19] = [
     (
         "layout.html",
         include_str!("../../templates/layout.html.hbs"),
@@ -45,6 +45,26 @@ const BUILT_IN: [(&str, &str); 14] = [
         include_str!("../../templates/unsubscribed.html.hbs"),
     ),
     ("error.html", include_str!("../../templates/error.html.hbs")),
+    (
+        "email_field.html",
+        include_str!("../../templates/email_field.html.hbs"),
+    ),
+    (
+        "unsubscribe_by_email.html",
+        include_str!("../../templates/unsubscribe_by_email.html.hbs"),
+    ),
+    (
+        "unsubscribe_requested.html",
+        include_str!("../../templates/unsubscribe_requested.html.hbs"),
+    ),
+    (
+        "unsubscribe_link.html",
+        include_str!("../../templates/unsubscribe_link.html.hbs"),
+    ),
+    (
+        "unsubscribe_link.txt",
+        include_str!("../../templates/unsubscribe_link.txt.hbs"),
+    ),
     (
         "email_layout.html",
         include_str!("../../templates/email_layout.html.hbs"),
@@ -98,17 +118,23 @@ pub enum Page {
     Confirmed,
     Unsubscribe,
     Unsubscribed,
+    /// The form that emails an unsubscribe link, also shown for a broken one.
+    UnsubscribeByEmail,
+    /// Its answer, the same for any address.
+    UnsubscribeRequested,
     Error,
 }
 
 impl Page {
-    const ALL: [Page; 7] = [
+    const ALL: [Page; 9] = [
         Page::Signup,
         Page::Subscribed,
         Page::Confirm,
         Page::Confirmed,
         Page::Unsubscribe,
         Page::Unsubscribed,
+        Page::UnsubscribeByEmail,
+        Page::UnsubscribeRequested,
         Page::Error,
     ];
 
@@ -120,6 +146,8 @@ impl Page {
             Page::Confirmed => "confirmed.html",
             Page::Unsubscribe => "unsubscribe.html",
             Page::Unsubscribed => "unsubscribed.html",
+            Page::UnsubscribeByEmail => "unsubscribe_by_email.html",
+            Page::UnsubscribeRequested => "unsubscribe_requested.html",
             Page::Error => "error.html",
         }
     }
@@ -130,13 +158,22 @@ impl Page {
 pub enum EmailKind {
     Confirm,
     Issue,
+    /// A reader's unsubscribe link, asked for by address.
+    UnsubscribeLink,
 }
 
 impl EmailKind {
+    const ALL: [EmailKind; 3] = [
+        EmailKind::Confirm,
+        EmailKind::Issue,
+        EmailKind::UnsubscribeLink,
+    ];
+
     fn templates(self) -> (&'static str, &'static str) {
         match self {
             EmailKind::Confirm => ("confirm.html", "confirm.txt"),
             EmailKind::Issue => ("issue.html", "issue.txt"),
+            EmailKind::UnsubscribeLink => ("unsubscribe_link.html", "unsubscribe_link.txt"),
         }
     }
 }
@@ -192,6 +229,8 @@ impl Templates {
                 "name": newsletter.name,
                 "base_url": newsletter.base_url,
                 "postal_address": newsletter.postal_address,
+                // For readers to add to their contacts.
+                "from_address": newsletter.from.email.to_string(),
             }),
         };
         templates.check()?;
@@ -202,7 +241,7 @@ impl Templates {
         for page in Page::ALL {
             self.page(page, sample_context())?;
         }
-        for kind in [EmailKind::Confirm, EmailKind::Issue] {
+        for kind in EmailKind::ALL {
             self.email(kind, sample_context())?;
         }
         Ok(())
@@ -254,6 +293,10 @@ fn sample_context() -> Value {
     json!({
         "title": "Sample",
         "error": "Sample error",
+        "email_error": "Sample error",
+        "name_error": "Sample error",
+        "address": "r•••r@example.com",
+        "link_url": "http://example.com/unsubscribe?token=t",
         "email": "reader@example.com",
         "name": "Reader",
         "token": "token",
@@ -285,7 +328,8 @@ mod tests {
             .page(Page::Signup, json!({"title": "Subscribe"}))
             .unwrap();
         assert!(page.contains("name=\"website\""), "honeypot field");
-        assert!(page.contains("help my coalition succeed"));
+        assert!(page.contains("10 partnership pitfalls"), "the pitch");
+        assert!(page.contains(">Subscribe</button>"), "a short button label");
         let email = templates
             .email(
                 EmailKind::Confirm,

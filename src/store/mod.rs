@@ -21,7 +21,7 @@ use crate::domain::post::{NewPost, Post, PostChanges, PostCounts, PostEdit, Post
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
-    UnsubscribeOutcome,
+    SubscriberStatus, UnsubscribeOutcome,
 };
 use crate::links::TokenKey;
 
@@ -96,6 +96,13 @@ pub trait SubscriberStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<ConfirmLink>;
     async fn subscriber_exists(&self, subscriber_id: i64) -> StoreResult<bool>;
+    /// The address of a subscriber, whatever their status.
+    async fn subscriber_email(&self, subscriber_id: i64) -> StoreResult<Option<String>>;
+    /// The id and status of whoever has this address, if anyone.
+    async fn subscriber_by_email(
+        &self,
+        email: &str,
+    ) -> StoreResult<Option<(i64, SubscriberStatus)>>;
     async fn unsubscribe(
         &self,
         subscriber_id: i64,

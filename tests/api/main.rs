@@ -2,6 +2,8 @@
 //! database (a SQLite file or a fresh PostgreSQL database) and a real SMTP
 //! server running in the test process.
 
+#[path = "../common/browser.rs"]
+mod browser;
 #[path = "../common/pages.rs"]
 mod pages;
 #[path = "../common/postgres.rs"]
@@ -17,6 +19,8 @@ mod admin;
 mod delivery;
 mod email_html;
 mod health;
+mod layout;
+mod reader_pages;
 mod schedule;
 mod subscriptions;
 mod surface;

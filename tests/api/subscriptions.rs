@@ -34,7 +34,8 @@ async fn signup_page_invites_people_to_subscribe(backend: Backend) {
     assert!(page.contains("name=\"email\""));
     assert!(page.contains("name=\"name\""));
     assert!(page.contains("name=\"website\""), "honeypot");
-    assert!(page.contains("Send me practical tips every week to help my coalition succeed"));
+    assert!(page.contains("10 partnership pitfalls"), "the pitch");
+    assert!(page.contains(">Subscribe</button>"), "a short button label");
     assert!(page.contains("name=\"viewport\""), "readable on a phone");
 }
 

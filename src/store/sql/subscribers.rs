@@ -415,6 +415,29 @@ where
         Ok(found.is_some())
     }
 
+    async fn subscriber_email(&self, subscriber_id: i64) -> StoreResult<Option<String>> {
+        let row: Option<EmailAndStatus> =
+            sqlx::query_as("SELECT email, status FROM subscribers WHERE id = $1")
+                .bind(subscriber_id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|row| row.email))
+    }
+
+    async fn subscriber_by_email(
+        &self,
+        email: &str,
+    ) -> StoreResult<Option<(i64, subscriber::SubscriberStatus)>> {
+        let row: Option<ExistingRow<<B::Db as Dialect>::Time>> = sqlx::query_as(
+            "SELECT id, status, last_confirmation_sent_at FROM subscribers WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| Ok((row.id, rows::subscriber_status(&row.status)?)))
+            .transpose()
+    }
+
     async fn unsubscribe(
         &self,
         subscriber_id: i64,
