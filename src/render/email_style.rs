@@ -29,9 +29,13 @@ pub fn element_styles() -> Vec<(&'static str, String)> {
              line-height:{line}px; font-weight:bold; color:{TEXT}; {WRAP}"
         )
     };
+    // Cells keep their words whole, not inheriting the layout's WRAP,
+    // which would squeeze a short column to a letter a line beside a long
+    // one; a table wider than the screen scrolls sideways inside itself.
+    // A link in a cell still breaks.
     let cell = format!(
         "padding:6px 10px; border:1px solid {RULE}; vertical-align:top; \
-         font-family:{FONT}; color:{TEXT}; {WRAP}"
+         font-family:{FONT}; color:{TEXT}; overflow-wrap:normal; word-break:normal;"
     );
     vec![
         ("p", format!("margin:0 0 16px; {prose} {WRAP}")),
@@ -66,11 +70,14 @@ pub fn element_styles() -> Vec<(&'static str, String)> {
                  font-size:14px; line-height:20px; color:{TEXT}; white-space:pre-wrap; {WRAP}"
             ),
         ),
+        // Scrolls sideways inside itself when wider than the screen (the
+        // layout's fixed table keeps it from widening the email).
         (
             "table",
             format!(
-                "margin:0 0 16px; border-collapse:collapse; font-family:{FONT}; \
-                 font-size:14px; line-height:20px; color:{TEXT};"
+                "display:block; max-width:100%; overflow-x:auto; margin:0 0 16px; \
+                 border-collapse:collapse; font-family:{FONT}; font-size:14px; \
+                 line-height:20px; color:{TEXT};"
             ),
         ),
         (

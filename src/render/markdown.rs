@@ -314,7 +314,7 @@ mod tests {
             html.contains(">Hours</th>") && html.contains(">4</td>"),
             "{html}"
         );
-        assert!(html.contains("<table style=\"margin:0 0 16px; border-collapse:collapse;"));
+        assert!(html.contains("<table style=\"display:block; max-width:100%; overflow-x:auto;"));
     }
 
     /// Dashes the writer did not type never appear: in prose, in code, in

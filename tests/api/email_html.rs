@@ -2,6 +2,7 @@
 //! and an issue with links, images and tables of every kind, as the SMTP
 //! server received them.
 
+use crate::browser::{Browser, Viewport};
 use crate::helpers::{spawn_app, Backend, ReceivedMail, TestApp};
 
 /// A 200-character URL, as long as the ones that broke the layout.
@@ -170,4 +171,73 @@ async fn an_issue_keeps_the_writers_dashes_and_styles_its_markdown() {
         "{text}"
     );
     assert!(text.contains("Where: https://example.org/bare\n"), "{text}");
+}
+
+/// A 1200×600 image that needs no network: the emails' images must be
+/// `https`, so the test swaps this in for the post's chart.
+const WIDE_IMAGE: &str = "data:image/svg+xml;base64,\
+    PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHdpZHRoPSIxMjAwIiBoZWlnaHQ9IjYwMCI+\
+    PHJlY3Qgd2lkdGg9IjEyMDAiIGhlaWdodD0iNjAwIiBmaWxsPSIjMGI1N2QwIi8+PC9zdmc+";
+
+/// On a phone, one 200-character URL made an issue 938 px wide and one
+/// 1200 px image 1,272 px. Each email, opened from a file as a mail client
+/// would show it, must fit 320, 390 and 1280 px screens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_are_never_wider_than_the_screen() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await;
+    let (confirmation, issue) = confirmation_and_issue(&app, &post_with_everything()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chart = "https://example.org/chart-1200x600.png";
+    for (kind, mail) in [("confirmation", &confirmation), ("issue", &issue)] {
+        let html = mail.html();
+        assert_eq!(kind == "issue", html.contains(chart), "{html}");
+        let file = dir.path().join(format!("{kind}.html"));
+        std::fs::write(&file, html.replace(chart, WIDE_IMAGE)).unwrap();
+        for viewport in Viewport::ALL {
+            browser
+                .open(&format!("file://{}", file.display()), viewport)
+                .await;
+            let [document, screen]: [u32; 2] = browser
+                .eval("[document.documentElement.scrollWidth, window.innerWidth]")
+                .await;
+            println!("{kind} at {} px: {document} px wide", viewport.width);
+            assert_eq!(screen, viewport.width, "{viewport:?}");
+            assert!(
+                document <= screen,
+                "the {kind} email is {document} px wide on a {screen} px screen"
+            );
+            if kind == "issue" {
+                // The image did load at its full size, and was shrunk.
+                let [natural, shown]: [u32; 2] = browser
+                    .eval(
+                        "(i => [i.naturalWidth, Math.ceil(i.getBoundingClientRect().right)])\
+                         (document.querySelector('img'))",
+                    )
+                    .await;
+                assert_eq!(natural, 1200);
+                assert!(shown <= screen, "the image ends at {shown} px");
+                // The table, wider than any screen, scrolls inside itself,
+                // its words whole: each heading on one line.
+                let [right, inner, outer, heading]: [u32; 4] = browser
+                    .eval(
+                        "(t => [Math.ceil(t.getBoundingClientRect().right), t.scrollWidth, \
+                         t.clientWidth, Math.max(...[...t.querySelectorAll('th')]\
+                         .map(th => th.getBoundingClientRect().height))])\
+                         (document.querySelector('[style*=\"overflow-x\"]'))",
+                    )
+                    .await;
+                println!("  table: {inner} px in {outer} px, headings {heading} px high");
+                assert!(right <= screen, "the table ends at {right} px");
+                assert!(inner > outer, "the table does not need to scroll");
+                assert!(
+                    heading <= 34,
+                    "a heading broke over lines: {heading} px high"
+                );
+            }
+        }
+    }
+    browser.close().await;
 }
