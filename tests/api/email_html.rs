@@ -43,9 +43,9 @@ async fn confirmation_and_issue(app: &TestApp, post: &str) -> (ReceivedMail, Rec
 
 /// The URIs of a message as rspamd's URI_COUNT_ODD counts them: it fires
 /// (+1.0) on a multipart/alternative message with an odd count. Counted as
-/// Debian's rspamd 3.4 does (checked against it on 2026-12-04: the old
-/// confirmation counted 7, the new one 4, the issue of
-/// `post_with_everything` 22): every URL in the text part; in the HTML
+/// Debian's rspamd 3.4 does (checked against it on 2026-12-04: the
+/// confirmation counted 7 at da4c199 and 4 at cee540a, an issue with links
+/// of every kind 22): every URL in the text part; in the HTML
 /// part every link, every URL in the visible text, and one more for a link
 /// whose text is a URL. Images, `mailto:` and hidden text do not count.
 fn uri_count(mail: &ReceivedMail) -> usize {
