@@ -1,28 +1,54 @@
 //! A post body in Markdown becomes email-ready HTML (inline styles, since
-//! many mail clients drop `<style>`) and plain text that reads like a letter.
+//! many mail clients drop `<style>`) and plain text that reads like a letter
+//! (src/render/plain_text.rs).
 //!
 //! Markdown lets raw HTML through, and the preview is served from the
-//! public origin, so the HTML is cleaned against an allowlist (ammonia)
-//! before the styles go in: no scripts, frames, styles, event handlers or
-//! `javascript:`/`data:` URLs, whatever the post says.
+//! public origin, so the HTML is cleaned against an allowlist (ammonia):
+//! no scripts, frames, styles, event handlers or `javascript:`/`data:`
+//! URLs, whatever the post says. The cleaner then sets our own style on
+//! every element (src/render/email_style.rs), so no style of the post's
+//! survives and none of ours is missing.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Alignment, CowStr, Event, Options, Parser, Tag, TagEnd};
 
-const TEXT_WIDTH: usize = 72;
+use super::email_style;
 
-fn parser(markdown: &str) -> Parser<'_> {
-    Parser::new_ext(
-        markdown,
-        Options::ENABLE_STRIKETHROUGH | Options::ENABLE_SMART_PUNCTUATION | Options::ENABLE_TABLES,
-    )
+pub use super::plain_text::to_plain_text;
+
+/// Tables, strikethrough, and curly quotes; never dashes (see `events`).
+const OPTIONS: Options = Options::ENABLE_STRIKETHROUGH
+    .union(Options::ENABLE_SMART_PUNCTUATION)
+    .union(Options::ENABLE_TABLES);
+
+/// The Markdown's events, with typographic dashes undone: `--dry-run` or
+/// `---` in a post is what the writer typed, and a writer who wants a dash
+/// can type one. Curly quotes and `…` stay. Code is never touched: its
+/// text is not smartened in the first place.
+pub(super) fn events(markdown: &str) -> impl Iterator<Item = Event<'_>> {
+    Parser::new_ext(markdown, OPTIONS)
+        .into_offset_iter()
+        .map(move |(event, range)| match event {
+            // Each run of two or more hyphens is one text event of dashes.
+            Event::Text(_) if is_hyphen_run(&markdown[range.clone()]) => {
+                Event::Text(CowStr::Borrowed(&markdown[range]))
+            }
+            other => other,
+        })
+}
+
+fn is_hyphen_run(source: &str) -> bool {
+    source.len() >= 2 && source.bytes().all(|byte| byte == b'-')
 }
 
 /// Where a link in an email may lead: the web and mail, nothing that runs.
-const LINK_SCHEMES: [&str; 3] = ["http", "https", "mailto"];
+pub(super) const LINK_SCHEMES: [&str; 3] = ["http", "https", "mailto"];
+
+/// Table cell alignments a post may ask for.
+const ALIGNMENTS: [&str; 3] = ["left", "center", "right"];
 
 /// What an email body may contain: what Markdown writes, and no more.
 static SANITISER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
@@ -63,6 +89,8 @@ static SANITISER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
         ("a", HashSet::from(["href", "title"])),
         ("img", HashSet::from(["src", "alt", "title"])),
         ("ol", HashSet::from(["start"])),
+        ("th", HashSet::from(["align"])),
+        ("td", HashSet::from(["align"])),
     ]);
     let mut builder = ammonia::Builder::empty();
     builder
@@ -79,278 +107,80 @@ static SANITISER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
             // An image over plain http (or any other scheme) is left out:
             // mail clients warn about it, and it can track a reader.
             ("img", "src") if !has_scheme(value, &["https"]) => None,
+            (_, "align") if !ALIGNMENTS.contains(&value) => None,
             _ => Some(Cow::Borrowed(value)),
         });
+    // Set after the cleaning dropped every `style` the post had.
+    for (tag, style) in ELEMENT_STYLES.iter() {
+        builder.set_tag_attribute_value(*tag, "style", style.as_str());
+    }
     builder
 });
 
+static ELEMENT_STYLES: LazyLock<Vec<(&'static str, String)>> =
+    LazyLock::new(email_style::element_styles);
+
 /// Whether `url` is absolute with one of `schemes` (case-insensitive).
-fn has_scheme(url: &str, schemes: &[&str]) -> bool {
+pub(super) fn has_scheme(url: &str, schemes: &[&str]) -> bool {
     url.trim()
         .split_once(':')
         .is_some_and(|(scheme, _)| schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)))
 }
 
-/// The sanitised HTML of `markdown`, before styling.
-pub fn to_clean_html(markdown: &str) -> String {
-    let mut html = String::with_capacity(markdown.len() * 2);
-    pulldown_cmark::html::push_html(&mut html, parser(markdown));
+/// Email HTML for `markdown`: sanitised, with our inline styles.
+pub fn to_email_html(markdown: &str) -> String {
+    let mut html = String::with_capacity(markdown.len() * 3);
+    pulldown_cmark::html::push_html(&mut html, TableCells::default().wrap(events(markdown)));
     SANITISER.clean(&html).to_string()
 }
 
-/// Inline styles per element, applied to the HTML pulldown-cmark writes.
-const INLINE_STYLES: [(&str, &str); 11] = [
-    ("<p>", "<p style=\"margin:0 0 16px 0;font-size:16px;line-height:1.6;color:#222222;\">"),
-    ("<h1>", "<h1 style=\"margin:24px 0 12px 0;font-size:24px;line-height:1.3;color:#111111;\">"),
-    ("<h2>", "<h2 style=\"margin:24px 0 12px 0;font-size:20px;line-height:1.3;color:#111111;\">"),
-    ("<h3>", "<h3 style=\"margin:20px 0 10px 0;font-size:17px;line-height:1.3;color:#111111;\">"),
-    ("<ul>", "<ul style=\"margin:0 0 16px 0;padding-left:24px;\">"),
-    ("<ol>", "<ol style=\"margin:0 0 16px 0;padding-left:24px;\">"),
-    ("<li>", "<li style=\"margin:0 0 8px 0;font-size:16px;line-height:1.6;color:#222222;\">"),
-    ("<blockquote>", "<blockquote style=\"margin:0 0 16px 0;padding:0 0 0 16px;border-left:3px solid #cccccc;color:#555555;\">"),
-    ("<a href=", "<a style=\"color:#1a5fb4;text-decoration:underline;\" href="),
-    ("<pre>", "<pre style=\"margin:0 0 16px 0;padding:12px;background:#f4f4f4;font-size:14px;white-space:pre-wrap;\">"),
-    ("<hr />", "<hr style=\"border:0;border-top:1px solid #dddddd;margin:24px 0;\" />"),
-];
-
-/// Sanitised, then styled: the styles are ours, added after the cleaning.
-pub fn to_email_html(markdown: &str) -> String {
-    let mut html = to_clean_html(markdown);
-    for (tag, styled) in INLINE_STYLES {
-        html = html.replace(tag, styled);
-    }
-    html
-}
-
-/// One block of text being collected, with how to prefix its lines.
-struct Block {
-    first_prefix: String,
-    rest_prefix: String,
-}
-
-pub fn to_plain_text(markdown: &str) -> String {
-    let mut writer = TextWriter::default();
-    for event in parser(markdown) {
-        writer.event(event);
-    }
-    writer.finish()
-}
-
+/// Writes table cells with an `align` attribute, where pulldown-cmark
+/// writes a `style` (which the cleaner drops to put ours in its place).
+/// A heading cell without an alignment is left-aligned, like the body.
 #[derive(Default)]
-struct TextWriter {
-    out: String,
-    inline: String,
-    /// Bullets or numbers of the lists we are inside.
-    lists: Vec<Option<u64>>,
-    quote_depth: usize,
-    pending_item_marker: Option<String>,
-    heading: Option<HeadingLevel>,
-    /// The URLs of the links we are inside; `None` for one not shown.
-    links: Vec<Option<String>>,
-    in_code_block: bool,
-    /// Inside inline `<script>` or `<style>`: its text is not prose.
-    in_raw_code: bool,
-    cells: Vec<String>,
+struct TableCells {
+    alignments: Vec<Alignment>,
+    in_head: bool,
+    column: usize,
 }
 
-/// A link's URL as the text part shows it: only one a reader may follow.
-fn shown_url(url: &str) -> Option<String> {
-    has_scheme(url, &LINK_SCHEMES)
-        .then(|| url.trim().to_owned())
-        .filter(|url| !url.chars().any(char::is_control))
-}
-
-impl TextWriter {
-    fn indent(&self) -> String {
-        let quote = "> ".repeat(self.quote_depth);
-        let list = "   ".repeat(self.lists.len().saturating_sub(1));
-        format!("{quote}{list}")
+impl TableCells {
+    fn wrap<'a>(
+        mut self,
+        events: impl Iterator<Item = Event<'a>>,
+    ) -> impl Iterator<Item = Event<'a>> {
+        events.map(move |event| self.map(event))
     }
 
-    fn block(&mut self) -> Block {
-        let base = self.indent();
-        match self.pending_item_marker.take() {
-            Some(marker) => Block {
-                first_prefix: format!("{base}{marker}"),
-                rest_prefix: format!("{base}{}", " ".repeat(marker.len())),
-            },
-            None if !self.lists.is_empty() => Block {
-                first_prefix: format!("{base}   "),
-                rest_prefix: format!("{base}   "),
-            },
-            None => Block {
-                first_prefix: base.clone(),
-                rest_prefix: base,
-            },
-        }
-    }
-
-    fn flush_paragraph(&mut self) {
-        let text = std::mem::take(&mut self.inline);
-        let text = text.trim();
-        if text.is_empty() {
-            return;
-        }
-        let block = self.block();
-        // Lines break at spaces only: Unicode's rules would break a URL
-        // after `/` or `?`, and a split link is a dead one in a text-only
-        // reader. A URL wider than a line gets a line of its own.
-        let options = textwrap::Options::new(TEXT_WIDTH)
-            .initial_indent(&block.first_prefix)
-            .subsequent_indent(&block.rest_prefix)
-            .word_separator(textwrap::WordSeparator::AsciiSpace)
-            .word_splitter(textwrap::WordSplitter::NoHyphenation)
-            .break_words(false);
-        for line in text.split('\n') {
-            self.out.push_str(&textwrap::fill(line.trim(), &options));
-            self.out.push('\n');
-        }
-        if self.lists.is_empty() {
-            self.out.push('\n');
-        }
-    }
-
-    fn event(&mut self, event: Event<'_>) {
-        match event {
-            Event::Start(tag) => self.start(tag),
-            Event::End(tag) => self.end(tag),
-            Event::Text(text) if self.in_code_block => {
-                let prefix = format!("{}    ", self.indent());
-                for line in text.lines() {
-                    self.out.push_str(&prefix);
-                    self.out.push_str(line);
-                    self.out.push('\n');
-                }
-            }
-            Event::Text(_) if self.in_raw_code => {}
-            Event::Text(text) | Event::Code(text) => self.inline.push_str(&text),
-            Event::SoftBreak => self.inline.push(' '),
-            Event::HardBreak => self.inline.push('\n'),
-            Event::Rule => {
-                self.flush_paragraph();
-                self.out.push_str(&"-".repeat(TEXT_WIDTH / 3));
-                self.out.push_str("\n\n");
-            }
-            Event::InlineHtml(html) => {
-                let tag = html.trim_start().to_ascii_lowercase();
-                if tag.starts_with("<script") || tag.starts_with("<style") {
-                    self.in_raw_code = true;
-                } else if tag.starts_with("</script") || tag.starts_with("</style") {
-                    self.in_raw_code = false;
-                }
-            }
-            Event::Html(_) => {}
-            Event::FootnoteReference(name) => self.inline.push_str(&format!("[{name}]")),
-            Event::TaskListMarker(done) => self.inline.push_str(if done { "[x] " } else { "[ ] " }),
-            Event::InlineMath(text) | Event::DisplayMath(text) => self.inline.push_str(&text),
-        }
-    }
-
-    fn start(&mut self, tag: Tag<'_>) {
-        match tag {
-            Tag::Heading { level, .. } => {
-                self.flush_paragraph();
-                self.heading = Some(level);
-            }
-            Tag::List(start) => {
-                self.flush_paragraph();
-                self.lists.push(start);
-            }
-            Tag::Item => {
-                self.flush_paragraph();
-                let marker = match self.lists.last_mut() {
-                    Some(Some(number)) => {
-                        let marker = format!("{number}. ");
-                        *number += 1;
-                        marker
-                    }
-                    _ => "- ".to_owned(),
+    fn map<'a>(&mut self, event: Event<'a>) -> Event<'a> {
+        match &event {
+            Event::Start(Tag::Table(alignments)) => self.alignments = alignments.clone(),
+            Event::Start(Tag::TableHead) => (self.in_head, self.column) = (true, 0),
+            Event::End(TagEnd::TableHead) => self.in_head = false,
+            Event::Start(Tag::TableRow) => self.column = 0,
+            Event::Start(Tag::TableCell) => {
+                let align = match self.alignments.get(self.column) {
+                    Some(Alignment::Center) => "center",
+                    Some(Alignment::Right) => "right",
+                    _ => "left",
                 };
-                self.pending_item_marker = Some(marker);
+                return Event::InlineHtml(format!("<{} align=\"{align}\">", self.cell()).into());
             }
-            Tag::BlockQuote(_) => {
-                self.flush_paragraph();
-                self.quote_depth += 1;
+            Event::End(TagEnd::TableCell) => {
+                self.column += 1;
+                return Event::InlineHtml(format!("</{}>", self.cell()).into());
             }
-            Tag::CodeBlock(kind) => {
-                self.flush_paragraph();
-                self.in_code_block = true;
-                if let CodeBlockKind::Fenced(_) = kind {}
-            }
-            Tag::Link { dest_url, .. } => self.links.push(shown_url(&dest_url)),
-            Tag::Image { dest_url, .. } => {
-                self.inline.push_str("[image: ");
-                self.links.push(shown_url(&dest_url));
-            }
-            Tag::Table(_) => self.flush_paragraph(),
             _ => {}
         }
+        event
     }
 
-    fn end(&mut self, tag: TagEnd) {
-        match tag {
-            TagEnd::Paragraph => self.flush_paragraph(),
-            TagEnd::Heading(_) => {
-                let level = self.heading.take();
-                let title = std::mem::take(&mut self.inline).trim().to_owned();
-                let underline = match level {
-                    Some(HeadingLevel::H1) => Some('='),
-                    Some(HeadingLevel::H2) => Some('-'),
-                    _ => None,
-                };
-                self.out.push_str(&title);
-                self.out.push('\n');
-                if let Some(mark) = underline {
-                    let width = textwrap::core::display_width(&title).min(TEXT_WIDTH);
-                    self.out.push_str(&mark.to_string().repeat(width));
-                    self.out.push('\n');
-                }
-                self.out.push('\n');
-            }
-            TagEnd::Item => self.flush_paragraph(),
-            TagEnd::List(_) => {
-                self.flush_paragraph();
-                self.lists.pop();
-                if self.lists.is_empty() {
-                    self.out.push('\n');
-                }
-            }
-            TagEnd::BlockQuote(_) => {
-                self.flush_paragraph();
-                self.quote_depth = self.quote_depth.saturating_sub(1);
-            }
-            TagEnd::CodeBlock => {
-                self.in_code_block = false;
-                self.out.push('\n');
-            }
-            TagEnd::Link => {
-                if let Some(Some(url)) = self.links.pop() {
-                    if !self.inline.ends_with(&url) {
-                        self.inline.push_str(&format!(" ({url})"));
-                    }
-                }
-            }
-            TagEnd::Image => match self.links.pop() {
-                Some(Some(url)) => self.inline.push_str(&format!("] ({url})")),
-                _ => self.inline.push(']'),
-            },
-            TagEnd::TableCell => {
-                let cell = std::mem::take(&mut self.inline).trim().to_owned();
-                self.cells.push(cell);
-            }
-            TagEnd::TableHead | TagEnd::TableRow => {
-                let row = std::mem::take(&mut self.cells).join(" | ");
-                self.out.push_str(&format!("{}{row}\n", self.indent()));
-            }
-            TagEnd::Table => self.out.push('\n'),
-            _ => {}
+    fn cell(&self) -> &'static str {
+        if self.in_head {
+            "th"
+        } else {
+            "td"
         }
-    }
-
-    fn finish(mut self) -> String {
-        self.flush_paragraph();
-        let trimmed = self.out.trim_end();
-        format!("{trimmed}\n")
     }
 }
 
@@ -358,75 +188,158 @@ impl TextWriter {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "Intro with **bold** and a [link](https://example.com/x).\n\n\
-        ## Signs you might be here\n\n- First sign\n- Second sign that is long enough to need wrapping \
-        because it keeps going and going past the line width\n\n## Try this week\n\n\
-        1. Do one thing\n2. Do another\n";
+    /// Every element Markdown writes, and a few raw ones.
+    const EVERY_ELEMENT: &str = "# One\n\n## Two\n\n### Three\n\n#### Four\n\n##### Five\n\n\
+        ###### Six\n\nSome *emphasis*, **strength**, `code`, ~~gone~~ and a \
+        [link](https://example.com/x).\n\n> A quote\n\n1. one\n2. two\n\n- a\n- b\n\n\
+        ```\nfn main() {}\n```\n\n---\n\n![chart](https://example.com/chart.png)\n\n\
+        | a | b |\n|---|---|\n| 1 | 2 |\n\n<b>bold</b> <i>italic</i>\n";
 
     #[test]
-    fn html_has_inline_styles_and_no_bare_block_tags() {
-        let html = to_email_html(SAMPLE);
-        assert!(html.contains("<h2 style="));
-        assert!(html.contains("<li style="));
-        assert!(html.contains(
-            "<a style=\"color:#1a5fb4;text-decoration:underline;\" href=\"https://example.com/x\""
-        ));
-        assert!(!html.contains("<p>") && !html.contains("<ul>") && !html.contains("<ol>"));
-    }
-
-    #[test]
-    fn links_in_the_text_part_are_never_split() {
-        let long = "https://example.org/guides/partnership-agreements/who-decides-what?\
-                    utm_source=tidings&utm_medium=email&utm_campaign=week-3";
-        let short = "https://example.org/a-short-guide?page=2";
-        let markdown = format!(
-            "Read the [guide]({long}) before the meeting, and the [short one]({short}) after \
-             it, which takes a few minutes and saves a few arguments later on."
-        );
-        let text = to_plain_text(&markdown);
-        for url in [long, short] {
-            let line = text
-                .lines()
-                .find(|line| line.contains(url))
-                .unwrap_or_else(|| panic!("{url} split in:\n{text}"));
-            if url.len() > TEXT_WIDTH {
-                let alone = line.trim().trim_start_matches('(').trim_end_matches(')');
-                assert_eq!(alone, url, "a long URL has a line of its own:\n{text}");
+    fn every_element_carries_the_layout_fonts_and_colours() {
+        let html = to_email_html(EVERY_ELEMENT);
+        let font = format!("font-family:{};", email_style::FONT);
+        let colour = format!("color:{};", email_style::TEXT);
+        let mut seen = HashSet::new();
+        for (tag, attributes) in start_tags(&html) {
+            let style = attributes
+                .iter()
+                .find(|(name, _)| name == "style")
+                .map(|(_, value)| value.clone());
+            seen.insert(tag.clone());
+            // Structure and marks that only change the text they hold.
+            if ["thead", "tbody", "tr", "del"].contains(&tag.as_str()) {
+                continue;
             }
+            let style = style.unwrap_or_else(|| panic!("<{tag}> has no style in {html}"));
+            match tag.as_str() {
+                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "li" | "table"
+                | "th" | "td" => {
+                    assert!(style.contains(&font), "<{tag}> without {font}: {style}");
+                    assert!(style.contains(&colour), "<{tag}> without {colour}: {style}");
+                }
+                "blockquote" => assert!(style.contains(&font), "{style}"),
+                "a" => assert!(style.contains(email_style::LINK), "{style}"),
+                "code" | "pre" => assert!(style.contains("monospace"), "{style}"),
+                "img" => assert!(style.contains("max-width:100%; height:auto;"), "{style}"),
+                _ => {}
+            }
+        }
+        for tag in [
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "p",
+            "em",
+            "strong",
+            "code",
+            "a",
+            "blockquote",
+            "ol",
+            "ul",
+            "li",
+            "pre",
+            "hr",
+            "img",
+            "table",
+            "th",
+            "td",
+            "b",
+            "i",
+        ] {
+            assert!(seen.contains(tag), "no <{tag}> in {html}");
         }
     }
 
     #[test]
-    fn text_reads_like_a_letter() {
-        let text = to_plain_text(SAMPLE);
-        assert!(
-            text.contains("Intro with bold and a link (https://example.com/x)."),
-            "{text}"
+    fn a_posts_own_styles_give_way_to_ours() {
+        let html = to_email_html(
+            "<p style=\"position:fixed; top:0\" class=\"x\">Hi</p>\n\n\
+             <table><tr><td style=\"width:2000px\" align=\"justify\">wide</td></tr></table>\n",
         );
         assert!(
-            text.contains("Signs you might be here\n-----------------------\n"),
-            "{text}"
-        );
-        assert!(text.contains("- First sign\n"), "{text}");
-        assert!(text.contains("1. Do one thing\n2. Do another\n"), "{text}");
-        assert!(
-            !text.contains('<') && !text.contains("**") && !text.contains("##"),
-            "{text}"
+            !html.contains("position") && !html.contains("2000px"),
+            "{html}"
         );
         assert!(
-            text.lines().all(|line| line.chars().count() <= TEXT_WIDTH),
-            "{text}"
+            !html.contains("class=") && !html.contains("justify"),
+            "{html}"
         );
-        // Wrapped list items keep a hanging indent under their bullet.
-        assert!(text.contains("\n  "), "{text}");
+        assert!(html.contains("<p style=\"margin:0 0 16px;"), "{html}");
+        assert!(html.contains("<td style=\"padding:6px 10px;"), "{html}");
     }
 
     #[test]
-    fn shipped_tips_render_cleanly_as_text() {
-        for post in crate::domain::post::first_series() {
-            let text = to_plain_text(&post.body_markdown);
-            assert!(text.contains("Try this week\n-------------"), "{text}");
-            assert!(!text.contains("**"), "{text}");
+    fn long_words_and_urls_may_break_and_images_shrink() {
+        let url = format!("https://example.org/{}", "a".repeat(180));
+        let word = "b".repeat(200);
+        let html = to_email_html(&format!(
+            "<{url}> and [{url}]({url}) and {word}\n\n![wide](https://example.org/wide.png)\n"
+        ));
+        for (tag, attributes) in start_tags(&html) {
+            let style = &attributes
+                .iter()
+                .find(|(name, _)| name == "style")
+                .unwrap()
+                .1;
+            match tag.as_str() {
+                "p" | "a" => assert!(style.contains(email_style::WRAP), "<{tag}>: {style}"),
+                "img" => assert!(style.contains("max-width:100%"), "{style}"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            html.matches(&format!("href=\"{url}\"")).count(),
+            2,
+            "{html}"
+        );
+        assert!(html.contains(&word), "{html}");
+    }
+
+    #[test]
+    fn tables_are_styled_with_their_alignments() {
+        let html = to_email_html("| Step | Hours | Who |\n|:--|--:|:-:|\n| Plan | 4 | Ada |\n");
+        for cell in [
+            "<th align=\"left\" style=",
+            "<th align=\"right\" style=",
+            "<th align=\"center\" style=",
+            "<td align=\"right\" style=",
+        ] {
+            assert!(html.contains(cell), "{cell} missing from {html}");
+        }
+        assert!(
+            html.contains(">Hours</th>") && html.contains(">4</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<table style=\"display:block; max-width:100%; overflow-x:auto;"));
+    }
+
+    /// Dashes the writer did not type never appear: in prose, in code, in
+    /// links; curly quotes and the ellipsis stay.
+    const DASHES: &str =
+        "Try `tidings send --dry-run` first, or pass --dry-run -- the flag --- as \
+         \"quoted\" and it's fine...\n\n```\nkeep --force\n---\n```\n\n\
+         [--help](https://example.com/--help)\n";
+
+    #[test]
+    fn dashes_stay_as_the_writer_typed_them() {
+        let html = to_email_html(DASHES);
+        assert!(
+            !html.contains('\u{2013}') && !html.contains('\u{2014}'),
+            "{html}"
+        );
+        for kept in [
+            "tidings send --dry-run</code>",
+            "pass --dry-run -- the flag --- as",
+            "\u{201c}quoted\u{201d} and it\u{2019}s fine\u{2026}",
+            "keep --force\n---\n",
+            ">--help</a>",
+            "href=\"https://example.com/--help\"",
+        ] {
+            assert!(html.contains(kept), "{kept} missing from {html}");
         }
     }
 
@@ -485,23 +398,23 @@ mod tests {
         let html = to_email_html(markdown);
         for kept in [
             "<h1 style=",
-            "<em>emphasis</em>",
-            "<strong>strength</strong>",
-            "<code>code</code>",
+            ">emphasis</em>",
+            ">strength</strong>",
+            ">code</code>",
             "<del>gone</del>",
             "<blockquote style=",
             "<ol style=",
             "href=\"https://example.com/a?b=1&amp;c=2\"",
             "href=\"mailto:ada@example.com\"",
             "<pre style=",
-            "<img src=\"https://example.com/chart.png\" alt=\"chart\">",
-            "<table>",
-            "<td>2</td>",
+            "<img src=\"https://example.com/chart.png\" alt=\"chart\" style=",
+            "<table style=",
+            ">2</td>",
         ] {
             assert!(html.contains(kept), "{kept} missing from {html}");
         }
         let text = to_plain_text(markdown);
-        assert!(text.contains("a | b\n1 | 2\n"), "{text}");
+        assert!(text.contains("a  b\n-  -\n1  2\n"), "{text}");
         assert!(
             text.contains("web (https://example.com/a?b=1&c=2)"),
             "{text}"
@@ -538,9 +451,17 @@ mod tests {
         }
     }
 
-    /// Every attribute of every tag in serialised HTML (values are always
-    /// double-quoted there, with `"` escaped).
+    /// Every attribute of every tag in serialised HTML.
     fn attributes(html: &str) -> Vec<(String, String)> {
+        start_tags(html)
+            .into_iter()
+            .flat_map(|(_, attributes)| attributes)
+            .collect()
+    }
+
+    /// Every start tag in serialised HTML (values are always double-quoted
+    /// there, with `"` escaped), with its attributes.
+    fn start_tags(html: &str) -> Vec<(String, Vec<(String, String)>)> {
         let mut found = Vec::new();
         let mut rest = html;
         while let Some(at) = rest.find('<') {
@@ -548,7 +469,9 @@ mod tests {
             let name_end = rest
                 .find(|c: char| c.is_whitespace() || c == '>')
                 .unwrap_or(rest.len());
+            let tag = rest[..name_end].to_owned();
             rest = &rest[name_end..];
+            let mut attributes = Vec::new();
             loop {
                 rest = rest.trim_start();
                 if rest.is_empty() || rest.starts_with('>') || rest.starts_with("/>") {
@@ -565,7 +488,10 @@ mod tests {
                     value = quoted[..close].to_owned();
                     rest = &quoted[(close + 1).min(quoted.len())..];
                 }
-                found.push((name, value));
+                attributes.push((name, value));
+            }
+            if !tag.starts_with('/') {
+                found.push((tag, attributes));
             }
         }
         found

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use crate::config::NewsletterSettings;
 
+mod email_style;
 pub mod markdown;
+mod plain_text;
 
 /// Every template we ship, by registered name. `templates.dir` may override
 /// any of them with a file of the same name plus `.hbs`.
@@ -339,6 +341,34 @@ mod tests {
             !email.text.contains("&#x3D;"),
             "text part is not HTML-escaped"
         );
+    }
+
+    /// Markdown's styles and the layout's are kept apart (one in Rust,
+    /// one in the template); this keeps them the same.
+    #[test]
+    fn the_layout_and_the_markdown_share_fonts_and_colours() {
+        let layout = BUILT_IN
+            .iter()
+            .find(|(name, _)| *name == "email_layout.html")
+            .unwrap()
+            .1;
+        let content = layout
+            .lines()
+            .find(|line| line.contains("padding:28px 24px"))
+            .expect("the content cell");
+        for style in [
+            format!("font-family:{};", email_style::FONT),
+            format!("color:{};", email_style::TEXT),
+            email_style::WRAP.to_owned(),
+        ] {
+            assert!(content.contains(&style), "{style} not in {content}");
+        }
+        let confirm = BUILT_IN
+            .iter()
+            .find(|(name, _)| *name == "confirm.html")
+            .unwrap()
+            .1;
+        assert!(confirm.contains(&format!("background-color:{};", email_style::LINK)));
     }
 
     #[test]

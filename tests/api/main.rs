@@ -17,6 +17,7 @@ mod mail_server;
 
 mod admin;
 mod delivery;
+mod email_html;
 mod health;
 mod layout;
 mod reader_pages;
