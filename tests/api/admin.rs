@@ -304,7 +304,11 @@ async fn the_preview_is_the_email_a_subscriber_sees(backend: Backend) {
         .starts_with("text/html"));
     let html = response.text().await.unwrap();
     assert!(html.contains("Preview me"));
-    assert!(html.contains("<strong>bold</strong>"));
+    // Bold, with the inline style every email element carries.
+    assert!(
+        html.contains(r#"<strong style="font-weight:bold;">bold</strong>"#),
+        "{html}"
+    );
     assert!(html.contains("Unsubscribe"));
     assert!(html.contains("1 Test Street, Testville"));
     let missing = app

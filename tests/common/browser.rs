@@ -147,14 +147,27 @@ impl Browser {
         let wanted = [i64::from(viewport.width), i64::from(viewport.height)];
         let mut outer = wanted;
         let mut inner = [0, 0];
-        for _ in 0..3 {
+        for _ in 0..4 {
             self.client
                 .set_window_size(outer[0] as u32, outer[1] as u32)
                 .await
                 .expect("the window resizes");
-            inner = self.eval("[window.innerWidth, window.innerHeight]").await;
-            if inner == wanted {
-                return;
+            // A loaded machine may show the new size a moment late: wait
+            // for it, or for the size to settle, before adjusting again.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let before = inner;
+            let mut previous = [-1, -1];
+            loop {
+                inner = self.eval("[window.innerWidth, window.innerHeight]").await;
+                if inner == wanted {
+                    return;
+                }
+                let settled = inner == previous && inner != before;
+                if settled || Instant::now() > deadline {
+                    break;
+                }
+                previous = inner;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             outer = [
                 outer[0] + wanted[0] - inner[0],
