@@ -1,6 +1,7 @@
 //! Headers that carry text someone typed: the subject and the reader's
 //! name. Both are written so that nothing in them can read as another
-//! header or as syntax: the subject always as RFC 2047 encoded-words (a
+//! header or as syntax: the subject as typed when it is printable ASCII
+//! that cannot read as an encoded-word, else as RFC 2047 encoded-words (a
 //! subject holding a literal `=?utf-8?q?=0D=0ABcc:…?=` then arrives as
 //! exactly that text), the name as atoms, a quoted string, encoded-words,
 //! or not at all.
@@ -53,7 +54,47 @@ pub fn encoded_words(text: &str) -> String {
         .join("\r\n ")
 }
 
-/// `Subject`, always encoded.
+/// Header lines are kept to this length where the text allows (RFC 5322).
+const LINE: usize = 78;
+
+/// `text` as it is, folded at spaces, when that is safe and readable:
+/// printable ASCII only (so no line break can start another header), no
+/// `=?` (which a reader could decode as an encoded-word), no space at
+/// either end or twice in a row (lost or left alone on a folded line),
+/// and no word too long for a line. Filters score a plain ASCII subject
+/// sent encoded (rspamd's SUBJ_EXCESS_QP), so only the rest is encoded.
+fn plain_subject(text: &str) -> Option<String> {
+    let printable = text.bytes().all(|byte| (b' '..=b'~').contains(&byte));
+    if !printable
+        || text.is_empty()
+        || text.contains("=?")
+        || text.contains("  ")
+        || text.starts_with(' ')
+        || text.ends_with(' ')
+    {
+        return None;
+    }
+    let mut folded = String::new();
+    let mut line = "Subject: ".len();
+    for (index, word) in text.split(' ').enumerate() {
+        if 1 + word.len() > LINE - "Subject: ".len() {
+            return None;
+        }
+        if index > 0 {
+            if line + 1 + word.len() > LINE {
+                folded.push_str("\r\n");
+                line = 0;
+            }
+            folded.push(' ');
+            line += 1;
+        }
+        folded.push_str(word);
+        line += word.len();
+    }
+    Some(folded)
+}
+
+/// `Subject`: as typed where that is safe, else encoded-words.
 #[derive(Debug, Clone)]
 pub struct EncodedSubject(pub String);
 
@@ -67,9 +108,10 @@ impl Header for EncodedSubject {
     }
 
     fn display(&self) -> HeaderValue {
-        // Pre-encoded is safe here: the value is ASCII encoded-words and
+        // Pre-encoded is safe here: the value is printable ASCII and
         // folding whitespace only, whatever the subject holds.
-        HeaderValue::dangerous_new_pre_encoded(Self::name(), self.0.clone(), encoded_words(&self.0))
+        let encoded = plain_subject(&self.0).unwrap_or_else(|| encoded_words(&self.0));
+        HeaderValue::dangerous_new_pre_encoded(Self::name(), self.0.clone(), encoded)
     }
 }
 
@@ -159,6 +201,29 @@ mod tests {
             assert!(word.len() <= MAX_WORD, "{word}");
             assert!(word.starts_with(PREFIX) && word.ends_with(SUFFIX));
             assert!(word.is_ascii() && !word.contains(' '));
+        }
+    }
+
+    #[test]
+    fn plain_ascii_subjects_go_as_typed_and_fold_at_spaces() {
+        assert_eq!(plain_subject("Moving day").as_deref(), Some("Moving day"));
+        let long =
+            "Tip 3: agree who decides what, before the first partner meeting goes sideways on you";
+        let folded = plain_subject(long).unwrap();
+        assert_eq!(folded.replace("\r\n", ""), long, "unfolds to the subject");
+        let mut lines = folded.split("\r\n");
+        assert!("Subject: ".len() + lines.next().unwrap().len() <= LINE);
+        assert!(lines.all(|line| line.starts_with(' ') && line.len() <= LINE));
+        for encoded in [
+            "Zoë says hi",
+            "=?utf-8?q?=0D=0ABcc:x@y.z?=",
+            "tab\there",
+            "two  spaces",
+            " leading",
+            "",
+            &"x".repeat(80),
+        ] {
+            assert_eq!(plain_subject(encoded), None, "{encoded:?}");
         }
     }
 

@@ -471,7 +471,7 @@ async fn subjects_and_names_stay_text_in_the_headers(backend: Backend) {
         assert!(mail.parsed().bcc().is_none(), "{head}");
         assert!(
             head.contains("Subject: =?utf-8?q?"),
-            "always encoded: {head}"
+            "a subject that looks like an encoded-word goes out encoded: {head}"
         );
         let parsed = mail.parsed();
         let to = parsed.to().unwrap().first().unwrap();
