@@ -467,7 +467,7 @@ fn render_post(found: PostForRender) -> RenderedPost {
     let text = markdown::to_plain_text(&found.post.body_markdown);
     RenderedPost {
         html: markdown::to_email_html(&found.post.body_markdown),
-        preheader: preheader(&text),
+        preheader: preheader(&markdown::to_prose(&found.post.body_markdown)),
         text,
         subject: found.post.subject,
         ordinal: found.ordinal,

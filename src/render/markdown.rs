@@ -17,7 +17,7 @@ use pulldown_cmark::{Alignment, CowStr, Event, Options, Parser, Tag, TagEnd};
 
 use super::email_style;
 
-pub use super::plain_text::to_plain_text;
+pub use super::plain_text::{to_plain_text, to_prose};
 
 /// Tables, strikethrough, and curly quotes; never dashes (see `events`).
 const OPTIONS: Options = Options::ENABLE_STRIKETHROUGH

@@ -15,7 +15,20 @@ struct Block {
 }
 
 pub fn to_plain_text(markdown: &str) -> String {
-    let mut writer = TextWriter::default();
+    write(markdown, TextWriter::default())
+}
+
+/// The words alone, without the URLs links and images point to: what a
+/// preheader shows beside the subject.
+pub fn to_prose(markdown: &str) -> String {
+    let writer = TextWriter {
+        without_urls: true,
+        ..TextWriter::default()
+    };
+    write(markdown, writer)
+}
+
+fn write(markdown: &str, mut writer: TextWriter) -> String {
     for event in events(markdown) {
         writer.event(event);
     }
@@ -37,6 +50,7 @@ struct TextWriter {
     /// Inside inline `<script>` or `<style>`: its text is not prose.
     in_raw_code: bool,
     table: Option<TextTable>,
+    without_urls: bool,
 }
 
 /// A link's URL as the text part shows it: only one a reader may follow.
@@ -47,6 +61,10 @@ fn shown_url(url: &str) -> Option<String> {
 }
 
 impl TextWriter {
+    fn shown_url(&self, url: &str) -> Option<String> {
+        shown_url(url).filter(|_| !self.without_urls)
+    }
+
     fn indent(&self) -> String {
         let quote = "> ".repeat(self.quote_depth);
         let list = "   ".repeat(self.lists.len().saturating_sub(1));
@@ -155,10 +173,10 @@ impl TextWriter {
                 self.in_code_block = true;
                 if let CodeBlockKind::Fenced(_) = kind {}
             }
-            Tag::Link { dest_url, .. } => self.links.push(shown_url(&dest_url)),
+            Tag::Link { dest_url, .. } => self.links.push(self.shown_url(&dest_url)),
             Tag::Image { dest_url, .. } => {
                 self.inline.push_str("[image: ");
-                self.links.push(shown_url(&dest_url));
+                self.links.push(self.shown_url(&dest_url));
             }
             Tag::Table(alignments) => {
                 self.flush_paragraph();
@@ -422,6 +440,16 @@ mod tests {
             assert!(text.contains("Try this week\n-------------"), "{text}");
             assert!(!text.contains("**"), "{text}");
         }
+    }
+
+    #[test]
+    fn prose_keeps_the_words_of_links_without_their_urls() {
+        let prose = to_prose("Start with [the guide](https://example.org/guide?utm=1) and ![a map](https://example.org/map.png).");
+        assert!(
+            prose.contains("Start with the guide and [image: a map]."),
+            "{prose}"
+        );
+        assert!(!prose.contains("https://"), "{prose}");
     }
 
     #[test]
