@@ -17,10 +17,12 @@
 #      smtp-sink and PostgreSQL in CPU;
 #   5. ("bare") the same with the confirmation emails held back (the sender
 #      limited to one a second): what the HTTP request and durable write
-#      alone allow, a ceiling for the signup ratio on this machine.
+#      alone allow, a ceiling for the signup ratio on this machine;
+#   6. ("dkim") the delivery run of 1 again with every email DKIM-signed
+#      with an RSA-2048 key (made with openssl for the run).
 # Prints a Markdown table and writes it to benches/results.md.
 #
-# Needs: a Rust toolchain, curl, jq, wrk, Postfix's smtp-sink and smtp-source,
+# Needs: a Rust toolchain, curl, jq, wrk, openssl, Postfix's smtp-sink and smtp-source,
 # and (for the postgres backend) psql and PostgreSQL on 127.0.0.1:5432 with
 # trust auth for the user postgres. Run as root on Debian, it installs the
 # missing commands' packages itself. Only loopback traffic.
@@ -37,7 +39,7 @@
 #   BENCH_WRK_THREADS=2  BENCH_WRK_CONNECTIONS=32
 #   BENCH_SMTP_CONCURRENCY=8  tidings' smtp.concurrency and smtp-source -s
 #   BENCH_BACKENDS="sqlite postgres"
-#   BENCH_PARTS="delivery big signup bare"   which measurements to run
+#   BENCH_PARTS="delivery big signup bare dkim"   which measurements to run
 #   BENCH_PG_HOST=127.0.0.1  BENCH_PG_PORT=5432  BENCH_PG_USER=postgres
 #   BENCH_POLL_SECONDS=0.2    the shortest pause between /api/admin/stats polls
 #                             during a send (longer while the end is far off)
@@ -67,7 +69,7 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-32}
 CONCURRENCY=${BENCH_SMTP_CONCURRENCY:-8}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
-PARTS=${BENCH_PARTS:-delivery big signup bare}
+PARTS=${BENCH_PARTS:-delivery big signup bare dkim}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
 PG_USER=${BENCH_PG_USER:-postgres}
@@ -101,8 +103,8 @@ for backend in $BACKENDS; do
         die "BENCH_BACKENDS: unknown backend '$backend' (sqlite, postgres)"
 done
 for part in $PARTS; do
-    [[ $part == delivery || $part == big || $part == signup || $part == bare ]] ||
-        die "BENCH_PARTS: unknown part '$part' (delivery, big, signup, bare)"
+    [[ $part == delivery || $part == big || $part == signup || $part == bare || $part == dkim ]] ||
+        die "BENCH_PARTS: unknown part '$part' (delivery, big, signup, bare, dkim)"
 done
 wants() { [[ " $PARTS " == *" $1 "* ]]; }
 
@@ -110,7 +112,8 @@ wants() { [[ " $PARTS " == *" $1 "* ]]; }
 while read -r name; do unset "$name"; done < <(compgen -e | grep '^TIDINGS_' || true)
 
 need=(curl jq awk)
-wants delivery || wants big && need+=(smtp-sink smtp-source)
+wants delivery || wants big || wants dkim && need+=(smtp-sink smtp-source)
+wants dkim && need+=(openssl)
 wants signup || wants bare && need+=(wrk smtp-sink)
 [[ " $BACKENDS " == *" postgres "* ]] && need+=(psql pgrep)
 # The Debian package that brings each command.
@@ -451,13 +454,27 @@ wait_sent() {
 
 # ------------------------------------------------------------ measurements --
 
-# 1 + 2 (BENCH_N) + 3 (idle and peak at BENCH_N): one run.
+# 1 + 2 (BENCH_N) + 3 (idle and peak at BENCH_N): one run. With a third
+# argument `dkim`, 6: the same with RSA-2048 DKIM signing, its figures
+# recorded under dkim_ names.
 run_delivery() {
-    local backend=$1 run=$2
-    log "$backend delivery run $run/$DELIVERY_RUNS: $N subscribers"
+    local backend=$1 run=$2 variant=${3:-} prefix=""
+    log "$backend delivery run $run/$DELIVERY_RUNS: $N subscribers${variant:+, $variant}"
     prepare_db "$backend" "$N"
     start_sink
-    start_daemon "$backend-delivery-$run"
+    if [[ $variant == dkim ]]; then
+        prefix=dkim_
+        [[ -f $TMP/dkim.pem ]] ||
+            openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/dkim.pem" 2>/dev/null ||
+            die "openssl could not make an RSA key"
+        DAEMON_EXTRA_ENV=(
+            "TIDINGS_SMTP__DKIM__DOMAIN=bench.example.org"
+            "TIDINGS_SMTP__DKIM__SELECTOR=bench"
+            "TIDINGS_SMTP__DKIM__PRIVATE_KEY_FILE=$TMP/dkim.pem"
+        )
+    fi
+    start_daemon "$backend-delivery${variant:+-$variant}-$run"
+    DAEMON_EXTRA_ENV=()
     sleep 2
     local idle_kb cpu0 cpu1 hwm_kb seconds rate cpu_s
     idle_kb=$(status_kb "$DAEMON_PID" VmRSS)
@@ -479,19 +496,25 @@ run_delivery() {
     src_s=$(elapsed "$t0" "$(now)")
     src_rate=$(calc %.1f "$N / $src_s")
     # The old reference, 4096-byte messages, for comparison with earlier runs.
-    t0=$(now)
-    smtp-source -d -s "$CONCURRENCY" -m "$N" -l 4096 "127.0.0.1:$SINK_PORT" >"$TMP/smtp-source-4k.log" 2>&1 ||
-        { cat "$TMP/smtp-source-4k.log" >&2; die "smtp-source -l 4096 failed"; }
-    record "$backend" source_4k_rate "$(calc %.1f "$N / $(elapsed "$t0" "$(now)")")"
+    if [[ -z $prefix ]]; then
+        t0=$(now)
+        smtp-source -d -s "$CONCURRENCY" -m "$N" -l 4096 "127.0.0.1:$SINK_PORT" >"$TMP/smtp-source-4k.log" 2>&1 ||
+            { cat "$TMP/smtp-source-4k.log" >&2; die "smtp-source -l 4096 failed"; }
+        record "$backend" source_4k_rate "$(calc %.1f "$N / $(elapsed "$t0" "$(now)")")"
+    fi
     stop_pid "$SINK_PID"
     drop_db "$backend"
 
-    record "$backend" send_rate "$rate"
+    record "$backend" "${prefix}send_rate" "$rate"
+    record "$backend" "${prefix}source_rate" "$src_rate"
+    record "$backend" "${prefix}ratio" "$(calc %.3f "$rate / $src_rate")"
+    record "$backend" "${prefix}cpu_us_per_msg" "$(calc %.0f "$cpu_s * 1e6 / $N")"
+    if [[ -n $prefix ]]; then
+        log "  signed: tidings $rate msg/s ($seconds s, CPU $cpu_s s); smtp-source $src_rate msg/s"
+        return
+    fi
     record "$backend" send_seconds "$seconds"
-    record "$backend" source_rate "$src_rate"
-    record "$backend" ratio "$(calc %.3f "$rate / $src_rate")"
     record "$backend" cpu_s "$cpu_s"
-    record "$backend" cpu_us_per_msg "$(calc %.0f "$cpu_s * 1e6 / $N")"
     record "$backend" fanout_n "$FANOUT_S"
     record "$backend" idle_mib "$(calc %.1f "$idle_kb / 1024")"
     record "$backend" peak_n_mib "$(calc %.1f "$hwm_kb / 1024")"
@@ -710,6 +733,9 @@ $(row "Delivery ratio tidings ÷ smtp-source" ratio %.3f ">=" 0.5 "≥ 0.5")
 $(row "smtp-source with 4096-byte messages, for comparison (messages/s)" source_4k_rate %.0f)
 $(row "Daemon CPU during the send (s)" cpu_s %.1f)
 $(row "Daemon CPU per message (µs)" cpu_us_per_msg %.0f)
+$(row "DKIM-signed (RSA-2048): tidings (messages/s)" dkim_send_rate %.0f)
+$(row "DKIM-signed (RSA-2048): delivery ratio tidings ÷ smtp-source" dkim_ratio %.3f)
+$(row "DKIM-signed (RSA-2048): daemon CPU per message (µs)" dkim_cpu_us_per_msg %.0f)
 $(row "Fan-out, $N recipients (s)" fanout_n %.2f)
 $(row "Fan-out, $BIG_N recipients (s)" fanout_big %.2f "<=" 10 "≤ 10 s")
 $(row "Idle RSS after start (MiB)" idle_mib %.1f "<=" 20 "≤ 20 MB")
@@ -746,6 +772,10 @@ Notes:
   reads, so a reference with smaller messages would be faster for that
   reason alone; its rate with 4096-byte messages is shown for comparison.
 - The peak RSS of the $BIG_N send is from one run, not a median.
+- DKIM-signed: the delivery run again, every email signed (relaxed/relaxed,
+  rsa-sha256) with a 2048-bit key; each email is about 560 bytes longer
+  than the reference's, which is not resized for it. Its smtp-source rate,
+  measured after it, is the divisor of its ratio.
 - Signups: confirmation emails go to smtp-sink (not to the outbox folder, so
   no disk writes per signup); the daemon delivers them while wrk runs.
   CPU per request is the process's utime + stime over the wrk run ÷ the
@@ -759,7 +789,7 @@ Notes:
 
 | metric | $(for b in $BACKENDS; do printf '%s | ' "$b"; done)
 |---|$(for b in $BACKENDS; do printf -- '---|'; done)
-$(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cpu_us_per_msg fanout_n fanout_big idle_mib peak_n_mib peak_big_mib big_sent big_rate big_cpu_us_per_msg post_rps post_p99 get_rps get_p99 signup_ratio emails_behind get_daemon_us post_daemon_us post_sink_us post_db_us bare_post_rps bare_get_rps bare_signup_ratio bare_post_daemon_us bare_wrk_errors wrk_errors; do
+$(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cpu_us_per_msg dkim_send_rate dkim_source_rate dkim_ratio dkim_cpu_us_per_msg fanout_n fanout_big idle_mib peak_n_mib peak_big_mib big_sent big_rate big_cpu_us_per_msg post_rps post_p99 get_rps get_p99 signup_ratio emails_behind get_daemon_us post_daemon_us post_sink_us post_db_us bare_post_rps bare_get_rps bare_signup_ratio bare_post_daemon_us bare_wrk_errors wrk_errors; do
         printf '| %s |' "$metric"
         for b in $BACKENDS; do printf ' %s |' "$(values "$b" "$metric")"; done
         echo
@@ -802,7 +832,7 @@ if [[ -n $PARTS ]]; then
 fi
 log "results go to $OUT; temporary files in $TMP"
 EMAIL_BYTES=$(cat "$VALS/email-bytes" 2>/dev/null || echo "")
-if wants delivery; then
+if wants delivery || wants dkim; then
     measure_email_size
     echo "$EMAIL_BYTES" >"$VALS/email-bytes"
 fi
@@ -819,6 +849,9 @@ for backend in $BACKENDS; do
     fi
     if wants bare; then
         for run in $(seq "$RUNS"); do run_signup "$backend" "$run" bare; done
+    fi
+    if wants dkim; then
+        for run in $(seq "$DELIVERY_RUNS"); do run_delivery "$backend" "$run" dkim; done
     fi
 done
 
