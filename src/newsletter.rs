@@ -40,7 +40,7 @@ async fn send_unsubscribe_link(
     address: &str,
     subscriber_id: i64,
 ) {
-    let (envelope, bytes) = match composer.unsubscribe_link(address, subscriber_id) {
+    let (envelope, bytes) = match composer.unsubscribe_link(address, subscriber_id).await {
         Ok(Composed::Email { envelope, bytes }) => (envelope, bytes),
         Ok(Composed::Skip(reason)) => {
             tracing::warn!(subscriber_id, %reason, "no unsubscribe link sent");

@@ -154,6 +154,11 @@ impl Composer {
     }
 
     pub async fn compose(&self, delivery: &ClaimedDelivery) -> Result<Composed, ComposeError> {
+        let composed = self.unsigned(delivery).await?;
+        Ok(self.signed(composed).await)
+    }
+
+    async fn unsigned(&self, delivery: &ClaimedDelivery) -> Result<Composed, ComposeError> {
         match delivery.payload {
             DeliveryPayload::Confirmation { confirmation_id } => {
                 if delivery.subscriber_status == SubscriberStatus::Confirmed {
@@ -218,7 +223,16 @@ impl Composer {
     /// A reader's own unsubscribe link, which they asked for by address
     /// (the page for a broken link offers it). No name, like a
     /// confirmation: whoever asked may not be the reader.
-    pub fn unsubscribe_link(
+    pub async fn unsubscribe_link(
+        &self,
+        email: &str,
+        subscriber_id: i64,
+    ) -> Result<Composed, ComposeError> {
+        let composed = self.unsigned_unsubscribe_link(email, subscriber_id)?;
+        Ok(self.signed(composed).await)
+    }
+
+    fn unsigned_unsubscribe_link(
         &self,
         email: &str,
         subscriber_id: i64,
@@ -406,16 +420,28 @@ impl Composer {
         let message = builder
             .multipart(body)
             .map_err(|error| ComposeError::Message(error.to_string()))?;
-        // Signed per reader, as To and List-Unsubscribe are theirs. A retry
-        // is composed afresh, with a new Date, and so signed again.
-        let bytes = match &self.dkim {
-            Some(signer) => signer.sign(&message.formatted(), now),
-            None => message.formatted(),
-        };
         Ok(Composed::Email {
             envelope: message.envelope().clone(),
-            bytes,
+            bytes: message.formatted(),
         })
+    }
+
+    /// Signed per reader, as To and List-Unsubscribe are theirs; a retry is
+    /// composed afresh, with a new Date, and so signed again. An RSA-2048
+    /// signature is most of a millisecond of CPU: it runs on the blocking
+    /// pool, so the runtime's threads stay free to answer HTTP meanwhile.
+    async fn signed(&self, composed: Composed) -> Composed {
+        match (composed, &self.dkim) {
+            (Composed::Email { envelope, bytes }, Some(signer)) => {
+                let signer = signer.clone();
+                let bytes =
+                    tokio::task::spawn_blocking(move || signer.sign(&bytes, SystemTime::now()))
+                        .await
+                        .expect("signing never panics");
+                Composed::Email { envelope, bytes }
+            }
+            (composed, _) => composed,
+        }
     }
 
     async fn post(&self, post_id: i64) -> Result<Arc<RenderedPost>, ComposeError> {
