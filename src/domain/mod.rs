@@ -2,6 +2,7 @@
 //! functions: no I/O, no SQL. The stores, the delivery worker, HTTP and the
 //! CLI all speak these types, and each rule lives here once, with its tests.
 
+pub mod admin;
 pub mod consent;
 pub mod deliverability;
 pub mod delivery;

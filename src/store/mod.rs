@@ -1,6 +1,6 @@
 //! Storage. One trait, [`Store`], made of a part per aggregate
 //! ([`SubscriberStore`], [`PostStore`], [`IssueStore`], [`DeliveryStore`],
-//! [`InstanceStore`]),
+//! [`InstanceStore`], [`AdminStore`]),
 //! with a SQLite and a PostgreSQL implementation. Each backend is a folder
 //! split the same way, so the same file can be read side by side in both.
 //! All SQL lives there; the rules it carries out live in `crate::domain`.
@@ -12,6 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Backend, DatabaseSettings};
+use crate::domain::admin::{
+    AdminAccount, AdminCredentials, AdminSession, NewAdmin, NewSession, SessionTokenHash,
+    SetAdminOutcome,
+};
 use crate::domain::consent::ConsentContext;
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
@@ -57,7 +61,9 @@ pub enum StoreError {
 
 /// The whole store: the backend's own needs, and every aggregate's part.
 #[async_trait]
-pub trait Store: SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore {
+pub trait Store:
+    SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore + AdminStore
+{
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
@@ -196,6 +202,35 @@ pub trait InstanceStore: Send + Sync + 'static {
     /// forgets it; returns how many. For a daemon that takes over the
     /// SQLite lock its predecessor held.
     async fn take_over(&self, owner: &str) -> StoreResult<u64>;
+}
+
+/// The accounts of the admin web UI and their sessions (the rules are in
+/// `crate::domain::admin`).
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
+    /// Creates the account, or replaces the password of the one with this
+    /// address and ends its sessions.
+    async fn set_admin(&self, admin: &NewAdmin) -> StoreResult<SetAdminOutcome>;
+    /// Every account, oldest first.
+    async fn list_admins(&self) -> StoreResult<Vec<AdminAccount>>;
+    /// Removes the account and its sessions; false when there was none.
+    async fn remove_admin(&self, email: &str) -> StoreResult<bool>;
+    async fn admin_credentials(&self, email: &str) -> StoreResult<Option<AdminCredentials>>;
+    /// Stores a session, and forgets every session that expired or went
+    /// idle before `idle_cutoff`, so the table holds live ones only.
+    async fn insert_admin_session(
+        &self,
+        session: &NewSession,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn admin_session(&self, token: &SessionTokenHash) -> StoreResult<Option<AdminSession>>;
+    async fn touch_admin_session(
+        &self,
+        token: &SessionTokenHash,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// False when there was no such session.
+    async fn delete_admin_session(&self, token: &SessionTokenHash) -> StoreResult<bool>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{StoreError, StoreResult};
+use crate::domain::admin::{AdminAccount, AdminCredentials, AdminSession};
 use crate::domain::consent::{ConsentEvent, ConsentKind};
 use crate::domain::delivery::{ClaimedDelivery, DeliveryCounts, DeliveryPayload, DeliveryStatus};
 use crate::domain::issue::{IssueMeta, ScheduleMode};
@@ -232,4 +233,57 @@ pub(super) fn claimed_delivery(
             .saturating_add(1),
         payload,
     })
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AdminRow<T> {
+    id: i64,
+    email: String,
+    created_at: T,
+}
+
+impl<T: Into<DateTime<Utc>>> From<AdminRow<T>> for AdminAccount {
+    fn from(row: AdminRow<T>) -> Self {
+        AdminAccount {
+            id: row.id,
+            email: row.email,
+            created_at: row.created_at.into(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AdminCredentialsRow {
+    id: i64,
+    password_hash: String,
+}
+
+impl From<AdminCredentialsRow> for AdminCredentials {
+    fn from(row: AdminCredentialsRow) -> Self {
+        AdminCredentials {
+            id: row.id,
+            password_hash: row.password_hash,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AdminSessionRow<T> {
+    admin_id: i64,
+    email: String,
+    created_at: T,
+    last_seen_at: T,
+    expires_at: T,
+}
+
+impl<T: Into<DateTime<Utc>>> From<AdminSessionRow<T>> for AdminSession {
+    fn from(row: AdminSessionRow<T>) -> Self {
+        AdminSession {
+            admin_id: row.admin_id,
+            email: row.email,
+            created_at: row.created_at.into(),
+            last_seen_at: row.last_seen_at.into(),
+            expires_at: row.expires_at.into(),
+        }
+    }
 }

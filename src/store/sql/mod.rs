@@ -23,6 +23,7 @@ use crate::config::Backend;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
 use crate::domain::signup::{SignupOutcome, SignupRequest};
 
+mod admins;
 mod deliveries;
 mod instances;
 mod issues;
