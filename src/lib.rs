@@ -1,5 +1,6 @@
 //! tidings: a self-hosted weekly email newsletter daemon.
 
+pub mod admin_accounts;
 pub mod app;
 pub mod check;
 pub mod cli;

@@ -86,6 +86,10 @@ pub enum NewsletterError {
     /// Signups wait for room: see `database.min_free_space`.
     #[error("free space on the database's filesystem is below database.min_free_space")]
     DiskNearlyFull(LowDisk),
+    #[error("there is no admin account for {0}")]
+    NoSuchAdmin(String),
+    #[error("cannot hash the password: {0}")]
+    PasswordHash(String),
     #[error(transparent)]
     Signup(#[from] SignupError),
     #[error(transparent)]
@@ -102,6 +106,8 @@ impl NewsletterError {
             NewsletterError::Store(error) => error.is_outage(),
             NewsletterError::NothingToSend
             | NewsletterError::NoSuchPost(_)
+            | NewsletterError::NoSuchAdmin(_)
+            | NewsletterError::PasswordHash(_)
             | NewsletterError::Render(_) => false,
         }
     }

@@ -80,7 +80,11 @@ impl From<NewsletterError> for ApiError {
                 ApiError::NotFound(format!("There is no post {id}."))
             }
             error if error.is_outage() => ApiError::Unavailable(error.into()),
+            NewsletterError::NoSuchAdmin(email) => {
+                ApiError::NotFound(format!("There is no admin account for {email}."))
+            }
             NewsletterError::Render(_)
+            | NewsletterError::PasswordHash(_)
             | NewsletterError::Store(_)
             | NewsletterError::Signup(_)
             | NewsletterError::DiskNearlyFull(_) => ApiError::internal(error),

@@ -11,6 +11,7 @@ mod database;
 
 mod support;
 
+mod admins;
 mod basics;
 mod consent;
 mod deliveries;
