@@ -19,6 +19,8 @@ use crate::domain::subscriber::{
 use crate::newsletter::Newsletter;
 use crate::subscriber_csv::{neutralise, ImportReader, ImportRow};
 
+mod admin;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tidings",
@@ -56,6 +58,9 @@ pub enum Command {
     /// Manage subscribers.
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Manage who may log in to the admin web UI.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Copy everything from a SQLite database into an empty PostgreSQL one.
     MigrateData {
         /// The SQLite URL, e.g. sqlite://tidings.db
@@ -149,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SendNow => send_now(settings).await,
         Command::Post(command) => post(settings, command).await,
         Command::Subscriber(command) => subscriber(settings, command).await,
+        Command::Admin(command) => admin::run(settings, command).await,
         Command::MigrateData { from, to } => migrate_data(&settings, &from, &to).await,
     }
 }

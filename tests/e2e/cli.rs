@@ -247,3 +247,64 @@ fn send_now_with_nothing_to_send_exits_non_zero() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to send"));
 }
+
+/// `tidings admin add EMAIL` with the password piped in, as a script would.
+fn admin_add(install: &Install, email: &str, stdin: &str) -> std::process::Output {
+    install.run_with_input(&["admin", "add", email], stdin)
+}
+
+/// A failed command: non-zero, and one line on stderr that says `what`.
+fn fails_with(output: &std::process::Output, what: &str) {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(what), "{stderr}");
+}
+
+#[test]
+fn admin_accounts_are_added_listed_reset_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path());
+
+    let added = admin_add(&install, "Owner@Example.com", "correct horse battery\n");
+    assert!(added.status.success(), "{added:?}");
+    assert!(String::from_utf8_lossy(&added.stdout).contains("added admin owner@example.com"));
+    let stored = crate::harness::sqlite_text(
+        &dir.path().join("tidings.db"),
+        "SELECT password_hash FROM admin_users",
+    );
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert!(!stored.contains("correct horse"));
+
+    let listed = install.ok(&["admin", "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.starts_with("owner@example.com\t20"), "{listed}");
+
+    let reset = admin_add(&install, "owner@example.com", "a new passphrase\r\n");
+    assert!(reset.status.success(), "{reset:?}");
+    assert!(String::from_utf8_lossy(&reset.stdout).contains("reset the password"));
+    assert_eq!(install.ok(&["admin", "list"]).lines().count(), 1);
+
+    install.ok(&["admin", "remove", "owner@example.com"]);
+    assert_eq!(install.ok(&["admin", "list"]), "");
+}
+
+#[test]
+fn admin_commands_refuse_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path());
+    fails_with(
+        &admin_add(&install, "owner@example.com", "too short\n"),
+        "at least 12 characters",
+    );
+    fails_with(&admin_add(&install, "owner@example.com", ""), "empty");
+    fails_with(
+        &admin_add(&install, "not an address", "correct horse battery\n"),
+        "not an address",
+    );
+    fails_with(
+        &install.run(&["admin", "remove", "nobody@example.com"]),
+        "no admin account for nobody@example.com",
+    );
+    assert_eq!(install.ok(&["admin", "list"]), "", "nothing was written");
+}

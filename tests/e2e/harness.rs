@@ -259,6 +259,23 @@ impl Install {
         self.command(args).output().unwrap()
     }
 
+    /// Runs a CLI command to completion with `input` on its standard input,
+    /// as a script piping into it would.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs a command that must end by itself within `within` (a `serve`
     /// that is meant to refuse to start); kills it and fails otherwise.
     pub fn run_within(&self, args: &[&str], within: Duration) -> Output {
@@ -477,6 +494,18 @@ pub fn sqlite_delivery_counts(db: &Path) -> HashMap<String, i64> {
 
 /// One number from a query against a SQLite database file.
 pub fn sqlite_count(db: &Path, sql: &str) -> i64 {
+    sqlite_scalar(db, sql)
+}
+
+/// One text value from a query against a SQLite database file.
+pub fn sqlite_text(db: &Path, sql: &str) -> String {
+    sqlite_scalar(db, sql)
+}
+
+fn sqlite_scalar<T>(db: &Path, sql: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + Unpin,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -485,7 +514,7 @@ pub fn sqlite_count(db: &Path, sql: &str) -> i64 {
         use sqlx::Connection;
         let url = format!("sqlite://{}?mode=ro", db.display());
         let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query_scalar::<_, i64>(sql)
+        sqlx::query_scalar::<_, T>(sql)
             .fetch_one(&mut connection)
             .await
             .unwrap()
