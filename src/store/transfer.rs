@@ -24,7 +24,8 @@ enum Kind {
 use Kind::{Integer, Text, Time};
 
 /// Tables in foreign-key order, with their columns; `id` comes first.
-const TABLES: [(&str, &[(&str, Kind)]); 6] = [
+/// Admin sessions are not copied: everyone logs in again after the move.
+const TABLES: [(&str, &[(&str, Kind)]); 7] = [
     (
         "subscribers",
         &[
@@ -107,6 +108,15 @@ const TABLES: [(&str, &[(&str, Kind)]); 6] = [
             ("smtp_reply", Text),
             ("created_at", Time),
             ("sent_at", Time),
+        ],
+    ),
+    (
+        "admin_users",
+        &[
+            ("id", Integer),
+            ("email", Text),
+            ("password_hash", Text),
+            ("created_at", Time),
         ],
     ),
 ];

@@ -142,6 +142,12 @@ fn migrate_data_moves_a_sqlite_install_to_postgres_and_old_links_keep_working() 
     sqlite.ok(&["post", "add", post.to_str().unwrap()]);
     assert!(sqlite.ok(&["send-now"]).contains("2 sent"));
     let before = sqlite.ok(&["subscriber", "export"]);
+    let added = sqlite.run_with_input(
+        &["admin", "add", "owner@example.com"],
+        "a long passphrase\n",
+    );
+    assert!(added.status.success(), "{added:?}");
+    let admins = sqlite.ok(&["admin", "list"]);
     // An unsubscribe link emailed while on SQLite.
     let eml = std::fs::read_dir(dir.path().join("outbox"))
         .unwrap()
@@ -164,6 +170,7 @@ fn migrate_data_moves_a_sqlite_install_to_postgres_and_old_links_keep_working() 
         "posts: 1 rows",
         "issues: 1 rows",
         "deliveries: 3 rows",
+        "admin_users: 1 rows",
     ] {
         assert!(report.contains(expected), "{expected} in:\n{report}");
     }
@@ -183,6 +190,11 @@ fn migrate_data_moves_a_sqlite_install_to_postgres_and_old_links_keep_working() 
         .set("TIDINGS_DATABASE__URL", database.url.clone())
         .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN);
     assert_eq!(postgres.ok(&["subscriber", "export"]), before);
+    assert_eq!(
+        postgres.ok(&["admin", "list"]),
+        admins,
+        "admin accounts move too"
+    );
     let daemon = postgres.serve(free_port());
     let response = daemon.client.post(daemon.local(&link)).send().unwrap();
     assert_eq!(
