@@ -7,6 +7,8 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::ports::free_port;
+use crate::ports::is_reserved;
 use mailin_embedded::response::OK;
 use mailin_embedded::{Handler, Response, Server, SslConfig};
 
@@ -150,32 +152,12 @@ pub struct MailServer {
     mailbox: Arc<Mutex<Mailbox>>,
 }
 
-/// Ports handed out by `free_port`, which the OS may offer again as soon as
-/// we let go of them; `MailServer::start` must not take one.
-static RESERVED_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-
-/// A loopback port with nothing listening, kept for the caller.
-pub fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut reserved = RESERVED_PORTS.lock().unwrap();
-        if !reserved.contains(&port) {
-            reserved.push(port);
-            return port;
-        }
-    }
-}
-
 impl MailServer {
     pub fn start() -> Self {
         loop {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
-            if !RESERVED_PORTS.lock().unwrap().contains(&port) {
+            if !is_reserved(port) {
                 return Self::serve(listener, port);
             }
         }

@@ -6,6 +6,8 @@
 mod browser;
 #[path = "../common/pages.rs"]
 mod pages;
+#[path = "../common/ports.rs"]
+mod ports;
 #[path = "../common/postgres.rs"]
 mod postgres;
 

@@ -15,13 +15,14 @@
 //! Chromium is a handful of processes.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder};
+
+use crate::ports::free_port;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -243,14 +244,6 @@ fn end_process_group(child: &mut Child) {
         .status();
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_until_listening(port: u16) {

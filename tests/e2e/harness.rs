@@ -1,20 +1,13 @@
 //! Processes for the end-to-end tests: the daemon, the CLI and smtp-sink.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::ports::free_port;
 
 /// Postfix's smtp-sink, dumping every message it accepts into a folder.
 pub struct Sink {

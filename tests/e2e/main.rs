@@ -3,6 +3,8 @@
 
 #[path = "../common/pages.rs"]
 mod pages;
+#[path = "../common/ports.rs"]
+mod ports;
 #[path = "../common/postgres.rs"]
 mod postgres;
 
