@@ -11,6 +11,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::helo::is_fully_qualified;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
     Ok,
@@ -143,14 +145,15 @@ pub fn judge_base_url(base_url: &str) -> Vec<Finding> {
     findings
 }
 
-/// The EHLO name the mail goes out with. A warning, not an error: the mail
+/// The EHLO name the mail goes out with, judged by the rule that picks the
+/// default (`helo::is_fully_qualified`). A warning, not an error: the mail
 /// is delivered, but a name without a dot costs 3.4 points in SpamAssassin
 /// (FSL_HELO_NON_FQDN_1, HELO_NO_DOMAIN) and gets greylisted by rspamd
 /// (HFILTER_HELO_5). An address literal such as `[192.0.2.7]` is allowed
 /// by RFC 5321 and chosen on purpose, so it passes.
 pub fn judge_helo_name(name: &str) -> Finding {
     let literal = name.starts_with('[') && is_address_literal(name);
-    if literal || (name.contains('.') && !is_local_name(name)) {
+    if literal || (is_fully_qualified(name) && !is_local_name(name)) {
         return Finding::ok(format!("EHLO name {name}"));
     }
     Finding::warning(format!(
