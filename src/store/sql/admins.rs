@@ -72,13 +72,7 @@ where
 
     async fn remove_admin(&self, email: &str) -> StoreResult<bool> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "DELETE FROM admin_sessions WHERE admin_id IN \
-             (SELECT id FROM admin_users WHERE email = $1)",
-        )
-        .bind(email)
-        .execute(&mut *tx)
-        .await?;
+        // Their sessions go with them: ON DELETE CASCADE.
         let result = sqlx::query("DELETE FROM admin_users WHERE email = $1")
             .bind(email)
             .execute(&mut *tx)
