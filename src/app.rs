@@ -154,6 +154,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {bind} (http.bind)"))?;
         let pages = http::StaticPages::render(&services.templates)
             .context("templates are broken (see templates.dir)")?;
+        crate::render::admin::AdminTemplates::load().context("the admin templates are broken")?;
         let worker = services.worker();
         if let Some(lock) = &mut lock {
             take_over_from_predecessor(lock, &services, &worker.owner).await?;
@@ -166,6 +167,10 @@ impl Application {
             metrics,
             signup_writer,
         } = services;
+        let admin_accounts = crate::admin_accounts::AdminAccounts::new(
+            newsletter.store().clone(),
+            options.clock.clone(),
+        );
         let state = Arc::new(AppState {
             scheduler: Arc::new(Scheduler::new(
                 newsletter.clone(),
@@ -179,6 +184,8 @@ impl Application {
                 settings.http.max_body_bytes_in_flight,
                 settings.http.body_read_timeout,
             ),
+            admin_accounts,
+            login_throttle: http::admin_ui::LoginThrottle::default(),
             settings,
             templates,
             metrics,

@@ -25,6 +25,15 @@ pub const SESSION_MAX_AGE: Duration = Duration::days(7);
 /// not each cost a write; the idle timeout is that much less exact.
 pub const SESSION_TOUCH_INTERVAL: Duration = Duration::minutes(1);
 
+/// Failed logins allowed from one IP address per window, refilled evenly:
+/// a person mistyping never meets it, a guesser gets 40 tries an hour.
+pub const LOGIN_FAILURES_PER_IP: u32 = 10;
+/// Failed logins allowed for one account per window, from anywhere, so
+/// that guessing from many addresses gains nothing. Lower than per IP,
+/// yet a stranger who trips it locks the owner out for minutes, not days.
+pub const LOGIN_FAILURES_PER_ACCOUNT: u32 = 5;
+pub const LOGIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// A password that meets the rule. Its `Debug` does not show it.
 pub struct AdminPassword(String);
 

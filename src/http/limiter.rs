@@ -107,6 +107,13 @@ impl Limiter {
         self.peek_at(ip, Instant::now())
     }
 
+    /// Whether an email address has an allowance left, without taking from it.
+    pub fn peek_address(&self, address: &str) -> Result<(), RetryAfter> {
+        let key = ClientKey::Address(self.addresses.hash_one(address));
+        let state = self.state.lock().expect("limiter lock");
+        self.verdict(due(&state, key, Instant::now()), Instant::now())
+    }
+
     /// Clients tracked now (for tests and metrics).
     pub fn tracked(&self) -> usize {
         let state = self.state.lock().expect("limiter lock");

@@ -23,6 +23,7 @@ use crate::schedule::Scheduler;
 use crate::store::SharedStore;
 
 mod admin;
+pub mod admin_ui;
 mod auth;
 mod body;
 pub mod client_ip;
@@ -57,6 +58,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// For `next_send_at` in the stats and metrics.
     pub scheduler: Arc<Scheduler>,
+    /// Logins and sessions of the admin web UI.
+    pub admin_accounts: crate::admin_accounts::AdminAccounts,
+    /// Failed admin logins, per IP and per account.
+    pub login_throttle: admin_ui::LoginThrottle,
 }
 
 /// The pages whose content never changes while the daemon runs: the signup
@@ -124,6 +129,7 @@ pub fn router(state: SharedState) -> Router {
             body::bound_public,
         ))
         .nest("/api/admin", admin::router(state.clone()))
+        .nest("/admin", admin_ui::router(state.clone()))
         .route("/api/openapi.json", get(openapi::document))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

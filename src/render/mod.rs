@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::config::NewsletterSettings;
 
+pub mod admin;
 mod email_style;
 pub mod markdown;
 mod plain_text;

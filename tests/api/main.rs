@@ -18,6 +18,7 @@ mod helpers;
 mod mail_server;
 
 mod admin;
+mod admin_ui;
 mod delivery;
 mod email_html;
 mod health;

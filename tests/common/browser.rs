@@ -206,6 +206,42 @@ impl Browser {
         }
     }
 
+    /// Runs axe-core on the current page and panics with every WCAG 2.1
+    /// A or AA violation it finds, naming the rule and the elements.
+    pub async fn assert_accessible(&self) {
+        let Some(axe) = axe_source() else {
+            println!(
+                "skipped the accessibility check: axe-core is not installed (scripts/test-deps)"
+            );
+            return;
+        };
+        // Injected through WebDriver, so the page's CSP does not stop it.
+        self.client
+            .execute(axe, vec![])
+            .await
+            .expect("axe-core loads");
+        let violations = self
+            .client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                axe.run(document, { runOnly: { type: "tag",
+                    values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })
+                  .then(result => done(result.violations.map(v =>
+                      v.id + ": " + v.help + " at " + v.nodes.map(n => n.target.join(" ")).join(", "))))
+                  .catch(error => done(["axe failed: " + error]));"#,
+                vec![],
+            )
+            .await
+            .expect("axe-core runs");
+        let violations: Vec<String> = serde_json::from_value(violations).unwrap();
+        let url = self.client.current_url().await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "{url}: WCAG violations:\n{}",
+            violations.join("\n")
+        );
+    }
+
     /// A PNG of what the viewport shows.
     pub async fn screenshot(&self) -> Vec<u8> {
         self.client.screenshot().await.expect("a screenshot")
@@ -244,6 +280,25 @@ fn end_process_group(child: &mut Child) {
         .status();
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// axe-core's script, installed by `scripts/test-deps` under target/axe;
+/// under CI its absence fails the test.
+fn axe_source() -> Option<&'static str> {
+    static SOURCE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/axe/node_modules/axe-core/axe.min.js");
+            let source = std::fs::read_to_string(&path).ok();
+            assert!(
+                source.is_some() || std::env::var_os("CI").is_none(),
+                "{} is missing: scripts/test-deps installs axe-core",
+                path.display()
+            );
+            source
+        })
+        .as_deref()
 }
 
 async fn wait_until_listening(port: u16) {

@@ -1,0 +1,119 @@
+//! The admin web UI: server-rendered pages under `/admin` for the person
+//! who runs the newsletter. Every page works without JavaScript; the one
+//! script (`/admin/assets/admin.js`) only adds live preview, live progress
+//! and drag to reorder on top.
+//!
+//! Layers, outermost first: the session (no session: to the login page),
+//! then CSRF and Origin on everything that is not a read.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::SharedState;
+use crate::render::admin::templates;
+
+mod assets;
+mod csrf;
+mod dashboard;
+pub mod error;
+mod login;
+mod session;
+
+pub use csrf::{same_origin, CSRF_FIELD, CSRF_HEADER};
+pub use error::AdminError;
+pub use login::LoginThrottle;
+pub use session::{AdminUser, LOGIN_COOKIE, SESSION_COOKIE};
+
+pub fn router(state: SharedState) -> Router<SharedState> {
+    let pages = Router::new()
+        .route("/", get(dashboard::page_handler))
+        .route("/logout", post(login::log_out))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::require_csrf,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::require_session,
+        ));
+    Router::new()
+        .route("/login", get(login::form).post(login::log_in))
+        .route("/assets/{file}", get(assets::serve))
+        .merge(pages)
+        .layer(middleware::from_fn(no_store))
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            super::body::bound_admin,
+        ))
+}
+
+/// The sections of the admin, for the navigation bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Dashboard,
+    Posts,
+    Issues,
+    Subscribers,
+    Settings,
+}
+
+impl Section {
+    fn key(self) -> &'static str {
+        match self {
+            Section::Dashboard => "dashboard",
+            Section::Posts => "posts",
+            Section::Issues => "issues",
+            Section::Subscribers => "subscribers",
+            Section::Settings => "settings",
+        }
+    }
+}
+
+/// Renders an admin page: `template` fills in the layout, which gets the
+/// title, the section, who is logged in and the CSRF proof besides the
+/// page's own `context` (a JSON object).
+pub fn page(
+    state: &SharedState,
+    user: &AdminUser,
+    section: Section,
+    template: &str,
+    title: &str,
+    context: Value,
+) -> Result<Response, AdminError> {
+    let mut context = match context {
+        Value::Object(map) => map,
+        Value::Null => serde_json::Map::new(),
+        other => return Err(AdminError::internal(anyhow::anyhow!("context {other}"))),
+    };
+    let shared = json!({
+        "title": title,
+        "section": { section.key(): true },
+        "admin": { "email": user.email },
+        "csrf": user.csrf,
+        "newsletter": { "name": state.settings.newsletter.name },
+    });
+    if let Value::Object(shared) = shared {
+        for (key, value) in shared {
+            context.entry(key).or_insert(value);
+        }
+    }
+    let html = templates().render(template, &Value::Object(context))?;
+    Ok(Html(html).into_response())
+}
+
+/// Admin pages show people's addresses: no cache keeps them.
+async fn no_store(request: Request, next: Next) -> Response {
+    let is_asset = request.uri().path().starts_with("/admin/assets/");
+    let mut response = next.run(request).await;
+    if !is_asset {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
