@@ -26,6 +26,10 @@ const ADMIN_TEMPLATES: &[(&str, &str)] = &[
         "dashboard",
         include_str!("../../templates/admin/dashboard.html.hbs"),
     ),
+    (
+        "settings",
+        include_str!("../../templates/admin/settings.html.hbs"),
+    ),
 ];
 
 /// The admin templates, compiled once: they are part of the binary.

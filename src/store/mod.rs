@@ -19,6 +19,7 @@ use crate::domain::admin::{
 use crate::domain::consent::ConsentContext;
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
+use crate::domain::growth::DailyChanges;
 use crate::domain::instance::{Rescue, RescuedClaims};
 use crate::domain::issue::{CreateIssueOutcome, IssueMeta, NewIssue};
 use crate::domain::post::{NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender};
@@ -62,7 +63,7 @@ pub enum StoreError {
 /// The whole store: the backend's own needs, and every aggregate's part.
 #[async_trait]
 pub trait Store:
-    SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore + AdminStore
+    SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore + AdminStore + GrowthStore
 {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> StoreResult<()>;
@@ -231,6 +232,14 @@ pub trait AdminStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// False when there was no such session.
     async fn delete_admin_session(&self, token: &SessionTokenHash) -> StoreResult<bool>;
+}
+
+/// What the dashboard's growth chart is drawn from.
+#[async_trait]
+pub trait GrowthStore: Send + Sync + 'static {
+    /// Per day since `since`: who confirmed (bounced addresses aside) and
+    /// who unsubscribed after confirming.
+    async fn daily_changes(&self, since: DateTime<Utc>) -> StoreResult<DailyChanges>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -287,3 +287,10 @@ impl<T: Into<DateTime<Utc>>> From<AdminSessionRow<T>> for AdminSession {
         }
     }
 }
+
+/// A count for one day of a window.
+#[derive(sqlx::FromRow)]
+pub struct DayCountRow {
+    pub day: i64,
+    pub count: i64,
+}

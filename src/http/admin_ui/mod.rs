@@ -18,20 +18,34 @@ use super::SharedState;
 use crate::render::admin::templates;
 
 mod assets;
+mod chart;
 mod csrf;
 mod dashboard;
 pub mod error;
 mod login;
 mod session;
+mod settings;
 
 pub use csrf::{same_origin, CSRF_FIELD, CSRF_HEADER};
 pub use error::AdminError;
 pub use login::LoginThrottle;
 pub use session::{AdminUser, LOGIN_COOKIE, SESSION_COOKIE};
 
+/// What the admin pages keep between requests, per instance.
+#[derive(Default)]
+pub struct AdminUiState {
+    /// Failed logins, per IP and per account.
+    pub login_throttle: LoginThrottle,
+    /// The last `tidings check` report.
+    pub checks: crate::check::LatestChecks,
+    pub growth: dashboard::GrowthCache,
+}
+
 pub fn router(state: SharedState) -> Router<SharedState> {
     let pages = Router::new()
-        .route("/", get(dashboard::page_handler))
+        .route("/", get(dashboard::show))
+        .route("/settings", get(settings::show))
+        .route("/settings/check", post(settings::check_again))
         .route("/logout", post(login::log_out))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
