@@ -186,6 +186,7 @@ impl Application {
             ),
             admin_accounts,
             login_throttle: http::admin_ui::LoginThrottle::default(),
+            test_emails: http::admin_ui::TestEmailLimit::default(),
             settings,
             templates,
             metrics,

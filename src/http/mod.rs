@@ -62,6 +62,8 @@ pub struct AppState {
     pub admin_accounts: crate::admin_accounts::AdminAccounts,
     /// Failed admin logins, per IP and per account.
     pub login_throttle: admin_ui::LoginThrottle,
+    /// Test emails from the post editor, per admin account.
+    pub test_emails: admin_ui::TestEmailLimit,
 }
 
 /// The pages whose content never changes while the daemon runs: the signup

@@ -22,17 +22,39 @@ mod csrf;
 mod dashboard;
 pub mod error;
 mod login;
+mod post_editor;
+mod posts;
+mod preview;
 mod session;
 
 pub use csrf::{same_origin, CSRF_FIELD, CSRF_HEADER};
 pub use error::AdminError;
 pub use login::LoginThrottle;
+pub use post_editor::TestEmailLimit;
 pub use session::{AdminUser, LOGIN_COOKIE, SESSION_COOKIE};
 
 pub fn router(state: SharedState) -> Router<SharedState> {
     let pages = Router::new()
         .route("/", get(dashboard::page_handler))
         .route("/logout", post(login::log_out))
+        // Posts: the queue, the editor, its preview frame and test emails.
+        .route("/posts", get(posts::queue_page).post(post_editor::create))
+        .route("/posts/new", get(post_editor::new_post))
+        .route(
+            "/posts/{id}",
+            get(post_editor::edit).post(post_editor::save),
+        )
+        .route("/posts/{id}/move", post(posts::move_post))
+        .route("/posts/{id}/place", post(posts::set_place))
+        .route(
+            "/posts/{id}/delete",
+            get(posts::confirm_delete).post(posts::delete),
+        )
+        .route("/posts/{id}/test", post(post_editor::send_test))
+        .route("/preview", get(preview::note).post(preview::draft))
+        .route("/preview/text", post(preview::draft_text))
+        .route("/preview/{id}", get(preview::saved))
+        .route("/preview/{id}/text", get(preview::saved_text))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             csrf::require_csrf,
