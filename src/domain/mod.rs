@@ -7,6 +7,7 @@ pub mod consent;
 pub mod deliverability;
 pub mod delivery;
 pub mod dkim;
+pub mod editor;
 pub mod growth;
 pub mod helo;
 pub mod instance;

@@ -30,6 +30,23 @@ const ADMIN_TEMPLATES: &[(&str, &str)] = &[
         "settings",
         include_str!("../../templates/admin/settings.html.hbs"),
     ),
+    // Posts: the queue, the editor, the delete question, the preview frame.
+    (
+        "posts",
+        include_str!("../../templates/admin/posts.html.hbs"),
+    ),
+    (
+        "post_editor",
+        include_str!("../../templates/admin/post_editor.html.hbs"),
+    ),
+    (
+        "post_delete",
+        include_str!("../../templates/admin/post_delete.html.hbs"),
+    ),
+    (
+        "preview_frame",
+        include_str!("../../templates/admin/preview_frame.html.hbs"),
+    ),
 ];
 
 /// The admin templates, compiled once: they are part of the binary.

@@ -22,7 +22,9 @@ use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, Del
 use crate::domain::growth::DailyChanges;
 use crate::domain::instance::{Rescue, RescuedClaims};
 use crate::domain::issue::{CreateIssueOutcome, IssueMeta, NewIssue};
-use crate::domain::post::{NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender};
+use crate::domain::post::{
+    NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender, PostListing,
+};
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
@@ -154,6 +156,9 @@ pub trait PostStore: Send + Sync + 'static {
     ) -> StoreResult<usize>;
     async fn insert_post(&self, post: &NewPost, now: DateTime<Utc>) -> StoreResult<Post>;
     async fn list_posts(&self) -> StoreResult<Vec<Post>>;
+    /// Every post without its body, in queue order, each sent one with
+    /// the issue it first went out in: for the admin's queue page.
+    async fn list_post_listings(&self) -> StoreResult<Vec<PostListing>>;
     async fn get_post(&self, post_id: i64) -> StoreResult<Option<Post>>;
     async fn post_for_render(&self, post_id: i64) -> StoreResult<Option<PostForRender>>;
     async fn update_post(&self, post_id: i64, changes: PostChanges) -> StoreResult<PostEdit>;

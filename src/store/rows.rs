@@ -9,7 +9,7 @@ use crate::domain::admin::{AdminAccount, AdminCredentials, AdminSession};
 use crate::domain::consent::{ConsentEvent, ConsentKind};
 use crate::domain::delivery::{ClaimedDelivery, DeliveryCounts, DeliveryPayload, DeliveryStatus};
 use crate::domain::issue::{IssueMeta, ScheduleMode};
-use crate::domain::post::{Post, PostCounts, PostStatus};
+use crate::domain::post::{Post, PostCounts, PostListing, PostStatus};
 use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberStatus};
 
 /// SQLite's time column: milliseconds since the epoch, UTC.
@@ -69,6 +69,32 @@ impl<T: Into<DateTime<Utc>>> TryFrom<PostRow<T>> for Post {
                 .ok_or_else(|| corrupt("post status", &row.status))?,
             created_at: row.created_at.into(),
             sent_at: row.sent_at.map(Into::into),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PostListingRow<T> {
+    id: i64,
+    subject: String,
+    position: i64,
+    status: String,
+    sent_at: Option<T>,
+    issue_id: Option<i64>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<PostListingRow<T>> for PostListing {
+    type Error = StoreError;
+
+    fn try_from(row: PostListingRow<T>) -> StoreResult<Self> {
+        Ok(PostListing {
+            id: row.id,
+            subject: row.subject,
+            position: row.position,
+            status: PostStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("post status", &row.status))?,
+            sent_at: row.sent_at.map(Into::into),
+            issue_id: row.issue_id,
         })
     }
 }

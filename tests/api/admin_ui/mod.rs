@@ -2,7 +2,10 @@
 //! checked in the database. (`browser.rs` drives the same pages in Chromium.)
 
 pub mod browser;
+mod browser_posts;
 mod dashboard;
+mod post_preview;
+mod posts;
 mod screenshots;
 mod session;
 
@@ -18,7 +21,12 @@ pub const ADMIN_PASSWORD: &str = "a long enough password";
 
 /// Every admin page a session may open (pages with an id are checked by
 /// their own tests).
-pub const PAGES: &[&str] = &["/admin", "/admin/settings"];
+pub const PAGES: &[&str] = &[
+    "/admin",
+    "/admin/settings",
+    "/admin/posts",
+    "/admin/posts/new",
+];
 
 /// Creates the account `tidings admin add` would.
 pub async fn add_admin(app: &TestApp, email: &str, password: &str) {
