@@ -69,6 +69,53 @@ pub enum CreateIssueOutcome {
     NothingToSend,
 }
 
+/// How far an issue got: its deliveries by outcome. What is neither sent,
+/// failed nor skipped is still pending (queued, waiting to retry, or in
+/// flight).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IssueProgress {
+    pub recipients: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+}
+
+impl IssueProgress {
+    pub fn pending(&self) -> i64 {
+        (self.recipients - self.sent - self.failed - self.skipped).max(0)
+    }
+
+    /// Every recipient's delivery has ended, one way or another.
+    pub fn is_done(&self) -> bool {
+        self.pending() == 0
+    }
+}
+
+/// An issue as the admin's pages show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueSummary {
+    pub id: i64,
+    pub number: i64,
+    pub mode: ScheduleMode,
+    /// The post everyone got; `None` in sequence mode.
+    pub post_id: Option<i64>,
+    pub subject: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// When the last recipient's delivery ended; `None` while any is pending.
+    pub finished_at: Option<DateTime<Utc>>,
+    pub progress: IssueProgress,
+}
+
+/// What a send-now would send: the head of the queue, and how many are
+/// confirmed (every one of them in broadcast mode; at most that many in
+/// sequence mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextSend {
+    pub post_id: Option<i64>,
+    pub subject: Option<String>,
+    pub confirmed: i64,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct IssueMeta {
     pub number: i64,
@@ -85,6 +132,24 @@ mod tests {
             assert_eq!(ScheduleMode::parse(mode.as_str()), Some(mode));
         }
         assert_eq!(ScheduleMode::parse("weekly"), None);
+    }
+
+    #[test]
+    fn pending_is_what_has_not_ended() {
+        let progress = IssueProgress {
+            recipients: 10,
+            sent: 6,
+            failed: 1,
+            skipped: 1,
+        };
+        assert_eq!(progress.pending(), 2);
+        assert!(!progress.is_done());
+        let done = IssueProgress {
+            sent: 8,
+            ..progress
+        };
+        assert_eq!(done.pending(), 0);
+        assert!(done.is_done());
     }
 
     #[test]
