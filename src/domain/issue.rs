@@ -42,8 +42,16 @@ pub struct NewIssue {
 impl NewIssue {
     /// A send-now: no slot, so a key of its own that no tick can take.
     pub fn manual(mode: ScheduleMode, now: DateTime<Utc>) -> Self {
+        Self::manual_once(mode, now, uuid::Uuid::new_v4())
+    }
+
+    /// A send-now under a key chosen beforehand (one per confirmation
+    /// page): a second submission of the same confirmation is the same
+    /// slot, so it finds the issue the first made instead of sending the
+    /// next post as well.
+    pub fn manual_once(mode: ScheduleMode, now: DateTime<Utc>, key: uuid::Uuid) -> Self {
         Self {
-            slot_key: format!("manual:{}", uuid::Uuid::new_v4()),
+            slot_key: format!("manual:{key}"),
             slot_at: None,
             mode,
             now,
@@ -160,5 +168,9 @@ mod tests {
         assert_ne!(first.slot_key, second.slot_key);
         assert!(first.slot_key.starts_with("manual:"));
         assert_eq!(first.slot_at, None);
+        let key = uuid::Uuid::new_v4();
+        let once = NewIssue::manual_once(ScheduleMode::Broadcast, now, key);
+        let again = NewIssue::manual_once(ScheduleMode::Broadcast, now, key);
+        assert_eq!(once.slot_key, again.slot_key, "one confirmation, one slot");
     }
 }

@@ -26,6 +26,23 @@ const ADMIN_TEMPLATES: &[(&str, &str)] = &[
         "dashboard",
         include_str!("../../templates/admin/dashboard.html.hbs"),
     ),
+    // Issues.
+    (
+        "issues",
+        include_str!("../../templates/admin/issues.html.hbs"),
+    ),
+    (
+        "issue",
+        include_str!("../../templates/admin/issue.html.hbs"),
+    ),
+    (
+        "issue_retry",
+        include_str!("../../templates/admin/issue_retry.html.hbs"),
+    ),
+    (
+        "send_now",
+        include_str!("../../templates/admin/send_now.html.hbs"),
+    ),
 ];
 
 /// The admin templates, compiled once: they are part of the binary.

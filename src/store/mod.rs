@@ -188,6 +188,8 @@ pub trait IssueStore: Send + Sync + 'static {
     async fn retry_failures(&self, issue_id: i64, now: DateTime<Utc>) -> StoreResult<RetryPlan>;
     /// The post a send-now would broadcast, and how many are confirmed.
     async fn next_send(&self) -> StoreResult<NextSend>;
+    /// The issue made for `slot_key`, if any.
+    async fn issue_for_slot(&self, slot_key: &str) -> StoreResult<Option<i64>>;
 }
 
 #[async_trait]

@@ -21,6 +21,8 @@ mod assets;
 mod csrf;
 mod dashboard;
 pub mod error;
+mod issue_actions;
+mod issues;
 mod login;
 mod session;
 
@@ -33,6 +35,18 @@ pub fn router(state: SharedState) -> Router<SharedState> {
     let pages = Router::new()
         .route("/", get(dashboard::page_handler))
         .route("/logout", post(login::log_out))
+        // Issues: what was sent and to whom, retrying failures, sending now.
+        .route("/issues", get(issues::list))
+        .route(
+            "/issues/send-now",
+            get(issue_actions::confirm_send_now).post(issue_actions::send_now),
+        )
+        .route("/issues/{id}", get(issues::show))
+        .route("/issues/{id}/progress", get(issues::progress))
+        .route(
+            "/issues/{id}/retry",
+            get(issue_actions::confirm_retry).post(issue_actions::retry),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             csrf::require_csrf,

@@ -277,6 +277,15 @@ where
             confirmed,
         })
     }
+
+    async fn issue_for_slot(&self, slot_key: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM issues WHERE slot_key = $1")
+                .bind(slot_key)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
 }
 
 /// The next batch of an issue's failures after the id `after`, with their

@@ -2,6 +2,8 @@
 //! checked in the database. (`browser.rs` drives the same pages in Chromium.)
 
 pub mod browser;
+mod browser_issues;
+mod issues;
 mod session;
 
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
@@ -16,7 +18,7 @@ pub const ADMIN_PASSWORD: &str = "a long enough password";
 
 /// Every admin page a session may open (pages with an id are checked by
 /// their own tests).
-pub const PAGES: &[&str] = &["/admin"];
+pub const PAGES: &[&str] = &["/admin", "/admin/issues"];
 
 /// Creates the account `tidings admin add` would.
 pub async fn add_admin(app: &TestApp, email: &str, password: &str) {
