@@ -191,7 +191,8 @@ pub struct RetryPlan {
 }
 
 impl RetryPlan {
-    pub fn count(&mut self, verdict: RetryVerdict) {
+    /// Counts `count` failures with this verdict.
+    pub fn count(&mut self, verdict: RetryVerdict, count: u64) {
         let slot = match verdict {
             RetryVerdict::Retry => &mut self.retry,
             RetryVerdict::Keep(KeepReason::Unsubscribed) => &mut self.unsubscribed,
@@ -199,7 +200,7 @@ impl RetryPlan {
             RetryVerdict::Keep(KeepReason::NotSubscribed) => &mut self.not_subscribed,
             RetryVerdict::Keep(KeepReason::BadAddress) => &mut self.bad_address,
         };
-        *slot += 1;
+        *slot += count;
     }
 
     /// The failures that stay failed.
@@ -352,10 +353,9 @@ mod tests {
     #[test]
     fn a_plan_counts_each_verdict() {
         let mut plan = RetryPlan::default();
-        plan.count(RetryVerdict::Retry);
-        plan.count(RetryVerdict::Retry);
-        plan.count(RetryVerdict::Keep(KeepReason::Unsubscribed));
-        plan.count(RetryVerdict::Keep(KeepReason::BadAddress));
+        plan.count(RetryVerdict::Retry, 2);
+        plan.count(RetryVerdict::Keep(KeepReason::Unsubscribed), 1);
+        plan.count(RetryVerdict::Keep(KeepReason::BadAddress), 1);
         assert_eq!((plan.retry, plan.kept()), (2, 2));
         let mut total = RetryPlan::default();
         total.add(plan);

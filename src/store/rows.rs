@@ -265,6 +265,14 @@ pub(super) struct FailureRow {
     pub subscriber_status: Option<String>,
 }
 
+/// How many of an issue's failures share a reply and a subscriber status.
+#[derive(sqlx::FromRow)]
+pub(super) struct FailureGroupRow {
+    pub last_error: Option<String>,
+    pub subscriber_status: Option<String>,
+    pub count: i64,
+}
+
 /// The head of the post queue.
 #[derive(sqlx::FromRow)]
 pub(super) struct QueueHeadRow {

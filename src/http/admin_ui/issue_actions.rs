@@ -53,7 +53,7 @@ pub async fn confirm_retry(
             "retry": deliveries(plan.retry),
             "any_to_retry": plan.retry > 0,
             "kept": kept_reasons(&plan),
-            "failed": grouped(issue.progress.failed),
+            "failed": deliveries(u64::try_from(issue.progress.failed).unwrap_or_default()),
         }),
     )
 }

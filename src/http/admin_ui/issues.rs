@@ -57,7 +57,7 @@ pub(super) fn grouped(number: i64) -> String {
         out.push('-');
     }
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -123,6 +123,11 @@ fn issue_view(issue: &IssueSummary, timezone: Tz) -> serde_json::Value {
         "title": title(issue),
         "post_id": issue.post_id,
         "started": local_time(timezone, issue.created_at),
+        "started_date": issue
+            .created_at
+            .with_timezone(&timezone)
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
         "started_iso": issue.created_at.to_rfc3339(),
         "finished": issue.finished_at.map(|at| local_time(timezone, at)),
         "finished_iso": issue.finished_at.map(|at| at.to_rfc3339()),

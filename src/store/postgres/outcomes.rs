@@ -31,6 +31,11 @@ fn with_tally(update: &str, column: &'static str, at: &str, select: &str) -> Str
     )
 }
 
+/// A `COUNT(*)`, which is never negative.
+fn count(rows: i64) -> u64 {
+    u64::try_from(rows).unwrap_or_default()
+}
+
 /// Applies `outcomes` to the deliveries `owner` still holds; returns how
 /// many it held.
 pub(super) async fn record(
@@ -94,12 +99,12 @@ pub(super) async fn record(
     // Nearly every group is sends alone: one statement, its own
     // transaction, without the round trips for BEGIN and COMMIT.
     if sent.0.len() == outcomes.len() {
-        return Ok(mark_sent.fetch_one(&store.pool).await?.unsigned_abs());
+        return Ok(count(mark_sent.fetch_one(&store.pool).await?));
     }
     let mut tx = store.write().await?;
     let mut applied = 0;
     if !sent.0.is_empty() {
-        applied += mark_sent.fetch_one(&mut *tx).await?.unsigned_abs();
+        applied += count(mark_sent.fetch_one(&mut *tx).await?);
     }
     if !retry.0.is_empty() {
         applied += sqlx::query(
@@ -129,15 +134,16 @@ pub(super) async fn record(
             "$5",
             "SELECT COUNT(*) FROM ended",
         );
-        applied += sqlx::query_scalar::<_, i64>(&skip)
-            .bind(&skipped.0)
-            .bind(&skipped.1)
-            .bind(&skipped.2)
-            .bind(owner)
-            .bind(ended_at)
-            .fetch_one(&mut *tx)
-            .await?
-            .unsigned_abs();
+        applied += count(
+            sqlx::query_scalar::<_, i64>(&skip)
+                .bind(&skipped.0)
+                .bind(&skipped.1)
+                .bind(&skipped.2)
+                .bind(owner)
+                .bind(ended_at)
+                .fetch_one(&mut *tx)
+                .await?,
+        );
     }
     if !failed.0.is_empty() {
         let fail = with_tally(

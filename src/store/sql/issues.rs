@@ -15,8 +15,8 @@ use crate::domain::issue::{
 use crate::domain::retry::{retry_verdict, RetryPlan, RetryVerdict};
 use crate::store::message_ids::IssueMessageIds;
 use crate::store::rows::{
-    self, FailureRow, IssueMetaRow, IssueSummaryRow, NewIssueRow, QueueHeadRow, StatusCount,
-    UnsentDeliveryRow, ISSUE_SUMMARY_COLUMNS, ISSUE_SUMMARY_FROM,
+    self, FailureGroupRow, FailureRow, IssueMetaRow, IssueSummaryRow, NewIssueRow, QueueHeadRow,
+    StatusCount, UnsentDeliveryRow, ISSUE_SUMMARY_COLUMNS, ISSUE_SUMMARY_FROM,
 };
 use crate::store::{IssueStore, StoreResult};
 
@@ -44,6 +44,7 @@ where
     for<'r> IssueSummaryRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> UnsentDeliveryRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> FailureRow: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> FailureGroupRow: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> QueueHeadRow: FromRow<'r, <B::Db as Database>::Row>,
 {
     async fn create_issue(&self, issue: NewIssue) -> StoreResult<CreateIssueOutcome> {
@@ -206,18 +207,26 @@ where
     }
 
     async fn retry_plan(&self, issue_id: i64) -> StoreResult<RetryPlan> {
+        // Grouped in the database: servers word their refusals a few ways,
+        // so the rule judges a few groups, not every failure.
+        let groups: Vec<FailureGroupRow> = sqlx::query_as(
+            "SELECT d.last_error, s.status AS subscriber_status, COUNT(*) AS count \
+             FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id \
+             WHERE d.issue_id = $1 AND d.status = 'failed' \
+             GROUP BY d.last_error, s.status",
+        )
+        .bind(issue_id)
+        .fetch_all(self.pool())
+        .await?;
         let mut plan = RetryPlan::default();
-        let mut after = 0;
-        loop {
-            let failures = failures_after::<B>(self.pool(), issue_id, after).await?;
-            for failure in &failures {
-                plan.count(verdict(failure)?);
-            }
-            match failures.last() {
-                Some(last) if failures.len() as i64 == RETRY_BATCH => after = last.id,
-                _ => return Ok(plan),
-            }
+        for group in groups {
+            let verdict = verdict(
+                group.last_error.as_deref(),
+                group.subscriber_status.as_deref(),
+            )?;
+            plan.count(verdict, u64::try_from(group.count).unwrap_or_default());
         }
+        Ok(plan)
     }
 
     async fn retry_failures(&self, issue_id: i64, now: DateTime<Utc>) -> StoreResult<RetryPlan> {
@@ -229,11 +238,14 @@ where
             let mut batch = RetryPlan::default();
             let mut chosen = Vec::new();
             for failure in &failures {
-                let verdict = verdict(failure)?;
+                let verdict = verdict(
+                    failure.last_error.as_deref(),
+                    failure.subscriber_status.as_deref(),
+                )?;
                 if verdict == RetryVerdict::Retry {
                     chosen.push(failure.id);
                 } else {
-                    batch.count(verdict);
+                    batch.count(verdict, 1);
                 }
             }
             let requeued = if chosen.is_empty() {
@@ -314,14 +326,9 @@ where
     .await?)
 }
 
-fn verdict(failure: &FailureRow) -> StoreResult<RetryVerdict> {
-    let subscriber = failure
-        .subscriber_status
-        .as_deref()
-        .map(rows::subscriber_status)
-        .transpose()?;
-    Ok(retry_verdict(
-        failure.last_error.as_deref().unwrap_or_default(),
-        subscriber,
-    ))
+/// The retry rule on a failure's stored reply and its subscriber's status
+/// (`None`: no longer on the list).
+fn verdict(last_error: Option<&str>, subscriber_status: Option<&str>) -> StoreResult<RetryVerdict> {
+    let subscriber = subscriber_status.map(rows::subscriber_status).transpose()?;
+    Ok(retry_verdict(last_error.unwrap_or_default(), subscriber))
 }
