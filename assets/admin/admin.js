@@ -61,6 +61,11 @@ function csrfToken() {
         cache: "no-store",
         headers: { Accept: "application/json" },
       });
+      // Sent to the login page: the session ended, and asking on is no use.
+      if (response.redirected) {
+        status.textContent = "Your session has ended. Log in again to see the progress.";
+        return;
+      }
       if (response.ok) {
         const progress = await response.json();
         show(progress);
