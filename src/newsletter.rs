@@ -18,8 +18,9 @@ use crate::config::Settings;
 use crate::delivery::compose::{ComposeError, Composed, Composer};
 use crate::delivery::{new_owner, DeliveryWorker, Wake, WorkerSettings};
 use crate::domain::consent::ConsentContext;
-use crate::domain::issue::{CreateIssueOutcome, IssueCreated, NewIssue, ScheduleMode};
+use crate::domain::issue::{CreateIssueOutcome, IssueCreated, NewIssue, NextSend, ScheduleMode};
 use crate::domain::post::{NewPost, Post};
+use crate::domain::retry::RetryPlan;
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, OperatorSubscriber, SubscriberName, SubscriberStatus,
@@ -396,6 +397,52 @@ impl Newsletter {
                 Err(NewsletterError::NothingToSend)
             }
         }
+    }
+
+    /// [`Self::send_now`] as a confirmation page asks for it, under that
+    /// page's `key`: the same confirmation submitted twice (a double click)
+    /// answers with the issue the first made and sends nothing more.
+    /// Returns the issue's id.
+    pub async fn send_now_once(&self, key: uuid::Uuid) -> NewsletterResult<i64> {
+        let issue = NewIssue::manual_once(self.mode, self.clock.now(), key);
+        let slot_key = issue.slot_key.clone();
+        match self.start_issue(issue).await? {
+            CreateIssueOutcome::Created(created) => Ok(created.issue_id),
+            CreateIssueOutcome::SlotTaken => self
+                .store
+                .issue_for_slot(&slot_key)
+                .await?
+                .ok_or(NewsletterError::NothingToSend),
+            CreateIssueOutcome::NothingToSend => Err(NewsletterError::NothingToSend),
+        }
+    }
+
+    /// What a send-now would send, for its confirmation page.
+    pub async fn next_send(&self) -> NewsletterResult<NextSend> {
+        Ok(self.store.next_send().await?)
+    }
+
+    pub fn mode(&self) -> ScheduleMode {
+        self.mode
+    }
+
+    /// What "retry failed" would do to the issue's failures now.
+    pub async fn retry_plan(&self, issue_id: i64) -> NewsletterResult<RetryPlan> {
+        Ok(self.store.retry_plan(issue_id).await?)
+    }
+
+    /// Puts the issue's failures worth retrying back in the outbox (see
+    /// `domain::retry`), and wakes the worker for them. Safe to repeat: a
+    /// failure put back is no longer failed.
+    pub async fn retry_failed(&self, issue_id: i64) -> NewsletterResult<RetryPlan> {
+        let plan = self
+            .store
+            .retry_failures(issue_id, self.clock.now())
+            .await?;
+        if plan.retry > 0 {
+            self.wake.ring();
+        }
+        Ok(plan)
     }
 
     /// Creates an issue with its deliveries (idempotent per slot) and wakes

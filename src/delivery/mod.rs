@@ -315,6 +315,7 @@ impl DeliveryWorker {
                 return Some(DeliveryOutcome::Skipped {
                     id: delivery.id,
                     reason,
+                    at: self.clock.now(),
                 });
             }
             Composed::Email { envelope, bytes } => (envelope, bytes),

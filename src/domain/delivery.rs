@@ -147,7 +147,48 @@ pub enum DeliveryOutcome {
     Skipped {
         id: i64,
         reason: String,
+        at: DateTime<Utc>,
     },
+}
+
+impl DeliveryOutcome {
+    /// When the attempt ended: a send, a failure or a skip; a retry's
+    /// attempt has none to record.
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            DeliveryOutcome::Sent { at, .. }
+            | DeliveryOutcome::Failed { at, .. }
+            | DeliveryOutcome::Skipped { at, .. } => Some(*at),
+            DeliveryOutcome::Retry { .. } => None,
+        }
+    }
+}
+
+/// A delivery of an issue that ended unsent, as the issue's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsentDelivery {
+    pub id: i64,
+    pub subscriber_id: i64,
+    /// `None` once the subscriber is no longer on the list.
+    pub email: Option<String>,
+    pub status: DeliveryStatus,
+    /// Attempts whose outcome was written.
+    pub attempts: i64,
+    /// The SMTP server's last reply, or why it was skipped.
+    pub last_error: Option<String>,
+    /// When it was failed or skipped; unknown for the oldest.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// One page of an issue's failed or skipped deliveries, in id order.
+#[derive(Debug, Clone, Copy)]
+pub struct UnsentQuery {
+    pub issue_id: i64,
+    /// `Failed` or `Skipped`.
+    pub status: DeliveryStatus,
+    /// Only ids above this one.
+    pub after: Option<i64>,
+    pub limit: u32,
 }
 
 #[cfg(test)]

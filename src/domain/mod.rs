@@ -14,6 +14,7 @@ pub mod instance;
 pub mod issue;
 pub mod masked;
 pub mod post;
+pub mod retry;
 pub mod signup;
 pub mod subscriber;
 pub mod unsubscribe_link;

@@ -403,9 +403,12 @@ fn percent_encoding_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The error and its causes. lettre's own text already ends with its
+/// first cause (the server's reply, for a refusal), so the chain is
+/// followed from the cause after that: it was said twice.
 fn describe(error: &lettre::transport::smtp::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(error).and_then(std::error::Error::source);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

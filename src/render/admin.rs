@@ -47,6 +47,23 @@ const ADMIN_TEMPLATES: &[(&str, &str)] = &[
         "preview_frame",
         include_str!("../../templates/admin/preview_frame.html.hbs"),
     ),
+    // Issues.
+    (
+        "issues",
+        include_str!("../../templates/admin/issues.html.hbs"),
+    ),
+    (
+        "issue",
+        include_str!("../../templates/admin/issue.html.hbs"),
+    ),
+    (
+        "issue_retry",
+        include_str!("../../templates/admin/issue_retry.html.hbs"),
+    ),
+    (
+        "send_now",
+        include_str!("../../templates/admin/send_now.html.hbs"),
+    ),
 ];
 
 /// The admin templates, compiled once: they are part of the binary.

@@ -18,13 +18,16 @@ use crate::domain::admin::{
 };
 use crate::domain::consent::ConsentContext;
 use crate::domain::consent::ConsentEvent;
-use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
+use crate::domain::delivery::{
+    ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome, UnsentDelivery, UnsentQuery,
+};
 use crate::domain::growth::DailyChanges;
 use crate::domain::instance::{Rescue, RescuedClaims};
-use crate::domain::issue::{CreateIssueOutcome, IssueMeta, NewIssue};
+use crate::domain::issue::{CreateIssueOutcome, IssueMeta, IssueSummary, NewIssue, NextSend};
 use crate::domain::post::{
     NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender, PostListing,
 };
+use crate::domain::retry::RetryPlan;
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
@@ -175,6 +178,24 @@ pub trait IssueStore: Send + Sync + 'static {
     async fn issue_progress(&self, issue_id: i64) -> StoreResult<DeliveryCounts>;
     /// The most recent scheduled slot that has an issue.
     async fn latest_scheduled_slot(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Issues newest first, at most `limit`, with ids below `before`. Their
+    /// progress comes from the tallies each outcome keeps: nothing counted.
+    async fn list_issues(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<IssueSummary>>;
+    async fn issue_summary(&self, issue_id: i64) -> StoreResult<Option<IssueSummary>>;
+    /// One page of an issue's failed or skipped deliveries, with addresses.
+    async fn unsent_deliveries(&self, query: UnsentQuery) -> StoreResult<Vec<UnsentDelivery>>;
+    /// What [`IssueStore::retry_failures`] would do now, writing nothing.
+    async fn retry_plan(&self, issue_id: i64) -> StoreResult<RetryPlan>;
+    /// Puts the issue's failures that `domain::retry::retry_verdict` calls
+    /// worth it back in the outbox, due at `now` with their attempts reset,
+    /// and takes them off the issue's failed tally in the same transaction.
+    /// A failure already put back is not failed any more, so a second call
+    /// changes nothing. `retry` in the answer is how many went back.
+    async fn retry_failures(&self, issue_id: i64, now: DateTime<Utc>) -> StoreResult<RetryPlan>;
+    /// The post a send-now would broadcast, and how many are confirmed.
+    async fn next_send(&self) -> StoreResult<NextSend>;
+    /// The issue made for `slot_key`, if any.
+    async fn issue_for_slot(&self, slot_key: &str) -> StoreResult<Option<i64>>;
 }
 
 #[async_trait]

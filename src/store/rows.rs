@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use super::{StoreError, StoreResult};
 use crate::domain::admin::{AdminAccount, AdminCredentials, AdminSession};
 use crate::domain::consent::{ConsentEvent, ConsentKind};
-use crate::domain::delivery::{ClaimedDelivery, DeliveryCounts, DeliveryPayload, DeliveryStatus};
-use crate::domain::issue::{IssueMeta, ScheduleMode};
+use crate::domain::delivery::{
+    ClaimedDelivery, DeliveryCounts, DeliveryPayload, DeliveryStatus, UnsentDelivery,
+};
+use crate::domain::issue::{IssueMeta, IssueProgress, IssueSummary, ScheduleMode};
 use crate::domain::post::{Post, PostCounts, PostListing, PostStatus};
 use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberStatus};
 
@@ -207,6 +209,101 @@ impl TryFrom<IssueMetaRow> for IssueMeta {
             mode: ScheduleMode::parse(&row.mode).ok_or_else(|| corrupt("issue mode", &row.mode))?,
         })
     }
+}
+
+pub(super) const ISSUE_SUMMARY_COLUMNS: &str = "i.id, i.number, i.mode, i.post_id, p.subject, \
+     i.recipients, t.sent, t.failed, t.skipped, i.created_at, t.finished_at";
+
+/// An issue joined with its tally (`t`) and its post (`p`).
+pub(super) const ISSUE_SUMMARY_FROM: &str = "issues i JOIN issue_tallies t ON t.issue_id = i.id \
+     LEFT JOIN posts p ON p.id = i.post_id";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct IssueSummaryRow<T> {
+    id: i64,
+    number: i64,
+    mode: String,
+    post_id: Option<i64>,
+    subject: Option<String>,
+    recipients: i64,
+    sent: i64,
+    failed: i64,
+    skipped: i64,
+    created_at: T,
+    finished_at: Option<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<IssueSummaryRow<T>> for IssueSummary {
+    type Error = StoreError;
+
+    fn try_from(row: IssueSummaryRow<T>) -> StoreResult<Self> {
+        Ok(IssueSummary {
+            id: row.id,
+            number: row.number,
+            mode: ScheduleMode::parse(&row.mode).ok_or_else(|| corrupt("issue mode", &row.mode))?,
+            post_id: row.post_id,
+            subject: row.subject,
+            created_at: row.created_at.into(),
+            finished_at: row.finished_at.map(Into::into),
+            progress: IssueProgress {
+                recipients: row.recipients,
+                sent: row.sent,
+                failed: row.failed,
+                skipped: row.skipped,
+            },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UnsentDeliveryRow<T> {
+    id: i64,
+    subscriber_id: i64,
+    email: Option<String>,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    closed_at: Option<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<UnsentDeliveryRow<T>> for UnsentDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: UnsentDeliveryRow<T>) -> StoreResult<Self> {
+        Ok(UnsentDelivery {
+            id: row.id,
+            subscriber_id: row.subscriber_id,
+            email: row.email,
+            status: delivery_status(&row.status)?,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            closed_at: row.closed_at.map(Into::into),
+        })
+    }
+}
+
+/// A failed delivery, and its subscriber's status now (`None`: no longer
+/// on the list), for the retry rule.
+#[derive(sqlx::FromRow)]
+pub(super) struct FailureRow {
+    pub id: i64,
+    pub last_error: Option<String>,
+    pub subscriber_status: Option<String>,
+}
+
+/// How many of an issue's failures share a reply and a subscriber status.
+#[derive(sqlx::FromRow)]
+pub(super) struct FailureGroupRow {
+    pub last_error: Option<String>,
+    pub subscriber_status: Option<String>,
+    pub count: i64,
+}
+
+/// The head of the post queue.
+#[derive(sqlx::FromRow)]
+pub(super) struct QueueHeadRow {
+    pub id: i64,
+    pub subject: String,
 }
 
 /// A delivery as a claim returns it.

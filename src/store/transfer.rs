@@ -108,6 +108,7 @@ const TABLES: [(&str, &[(&str, Kind)]); 7] = [
             ("smtp_reply", Text),
             ("created_at", Time),
             ("sent_at", Time),
+            ("closed_at", Time),
         ],
     ),
     (
@@ -120,6 +121,18 @@ const TABLES: [(&str, &[(&str, Kind)]); 7] = [
         ],
     ),
 ];
+
+/// Each issue's tally (see migration 0006), counted from its deliveries.
+const TALLY_COPIED_ISSUES: &str = "INSERT INTO issue_tallies (issue_id, sent, failed, skipped, \
+         finished_at) \
+     SELECT i.id, \
+         COUNT(d.id) FILTER (WHERE d.status = 'sent'), \
+         COUNT(d.id) FILTER (WHERE d.status = 'failed'), \
+         COUNT(d.id) FILTER (WHERE d.status = 'skipped'), \
+         CASE WHEN COUNT(d.id) FILTER (WHERE d.status IN ('pending', 'sending')) = 0 \
+             THEN GREATEST(MAX(d.sent_at), MAX(d.closed_at), i.created_at) END \
+     FROM issues i LEFT JOIN deliveries d ON d.issue_id = i.id \
+     GROUP BY i.id";
 
 enum Value {
     Integer(Option<i64>),
@@ -199,6 +212,11 @@ pub async fn copy_sqlite_to_postgres(
         .execute(&mut *transaction)
         .await?;
     }
+    // Tallies are counts of the deliveries just copied: made again here,
+    // as the migration that added them made them.
+    sqlx::query(TALLY_COPIED_ISSUES)
+        .execute(&mut *transaction)
+        .await?;
     transaction.commit().await?;
     for (table, _) in TABLES {
         target.vacuum_analyze(table).await?;

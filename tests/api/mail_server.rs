@@ -73,8 +73,10 @@ impl ReceivedMail {
 pub enum Reply {
     /// 451: try again later.
     Temporary,
-    /// 550: never.
+    /// 550 5.1.1: never, this mailbox does not exist.
     Permanent,
+    /// 554 5.7.1: refused by the server's policy (spam rules and the like).
+    Policy,
     /// 421 and the server closes the connection.
     HangUp,
 }
@@ -131,6 +133,10 @@ impl Handler for SinkHandler {
                 hang_up(Response::custom(451, "4.3.0 Try again later".into()))
             }
             Some(Reply::Permanent) => hang_up(Response::custom(550, "5.1.1 No such user".into())),
+            Some(Reply::Policy) => hang_up(Response::custom(
+                554,
+                "5.7.1 Message rejected as spam".into(),
+            )),
             Some(Reply::HangUp) => {
                 hang_up(Response::custom(421, "4.4.2 Closing connection".into()))
             }

@@ -176,6 +176,14 @@ fn migrate_data_moves_a_sqlite_install_to_postgres_and_old_links_keep_working() 
     }
     assert!(report.contains("consent_events"), "{report}");
     assert_eq!(
+        query_pairs(
+            &database.url,
+            "SELECT 'sent'::text, sent FROM issue_tallies"
+        ),
+        [("sent".to_owned(), 2)],
+        "each issue's tally is counted again from the deliveries moved"
+    );
+    assert_eq!(
         planner_row_counts(&database.url, &["deliveries", "subscribers"]),
         [("deliveries".to_owned(), 3), ("subscribers".to_owned(), 3)],
         "the moved tables are analysed, so the first queries are planned on real sizes"

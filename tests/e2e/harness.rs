@@ -465,6 +465,16 @@ impl Drop for Daemon {
 
 /// Counts deliveries by status straight from a SQLite database file.
 pub fn sqlite_delivery_counts(db: &Path) -> HashMap<String, i64> {
+    sqlite_pairs(
+        db,
+        "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The `(text, number)` rows of a query on a SQLite file.
+pub fn sqlite_pairs(db: &Path, sql: &str) -> Vec<(String, i64)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -474,14 +484,10 @@ pub fn sqlite_delivery_counts(db: &Path) -> HashMap<String, i64> {
         let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
             .await
             .unwrap();
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT status, COUNT(*) FROM deliveries GROUP BY status",
-        )
-        .fetch_all(&mut connection)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
+        sqlx::query_as::<_, (String, i64)>(sql)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
     })
 }
 

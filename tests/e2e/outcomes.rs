@@ -94,6 +94,12 @@ fn outage_mid_send(outage: Outage) {
     });
     let twice: Vec<_> = by_reader.iter().filter(|(_, count)| **count > 1).collect();
     assert!(twice.is_empty(), "sent twice: {twice:?}");
+    // The issue's tally, written with each group of outcomes, counted
+    // every send once through the failed and retried writes.
+    assert_eq!(
+        query_pairs(&url, "SELECT 'sent', sent FROM issue_tallies")[0].1,
+        READERS as i64
+    );
     let log = daemon.log_text();
     let expected_lines = match outage {
         Outage::Refused => &[

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, sqlite_delivery_counts, wait_until, Install, Sink, ADMIN_TOKEN};
+use crate::harness::{
+    free_port, sqlite_delivery_counts, sqlite_pairs, wait_until, Install, Sink, ADMIN_TOKEN,
+};
 use crate::postgres::{query_pairs, PgDatabase};
 
 const READERS: usize = 5000;
@@ -47,6 +49,16 @@ fn sent_count(dir: &Path, database_url: Option<&str>) -> i64 {
             )[0]
             .1
         }
+    }
+}
+
+/// The issue's tally of sends, which each write of outcomes keeps: it
+/// must count every send once, kills and restarts or not.
+fn tallied_sent(dir: &Path, database_url: Option<&str>) -> i64 {
+    let sql = "SELECT 'sent', sent FROM issue_tallies";
+    match database_url {
+        None => sqlite_pairs(&dir.join("tidings.db"), sql)[0].1,
+        Some(url) => query_pairs(url, sql)[0].1,
     }
 }
 
@@ -115,6 +127,7 @@ fn killed_and_restarted(backend: &str, database_url: Option<&str>) {
     wait_all_sent(dir.path(), database_url, Duration::from_secs(15));
     let recovery = restarted_at.elapsed();
     let resent = every_reader_once_or_resent_in_flight(&sink);
+    assert_eq!(tallied_sent(dir.path(), database_url), READERS as i64);
     let log = restarted.log_text();
     assert!(
         log.contains("took back the claims of"),
@@ -193,6 +206,7 @@ fn killed_ten_times(backend: &str, database_url: Option<&str>) {
     });
     let recovery = last_restart.elapsed();
     let extra = every_reader_once_or_resent_after(&sink, MANY_READERS, KILLS);
+    assert_eq!(tallied_sent(dir.path(), database_url), MANY_READERS as i64);
     eprintln!(
         "recovery ({backend}, {KILLS} kills): {at_last} of {MANY_READERS} sent at the last \
          restart; all sent {:.1} s after it; 0 lost; {extra} copies sent twice",

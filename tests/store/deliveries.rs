@@ -353,6 +353,7 @@ async fn each_outcome_leaves_its_status(backend: Backend) {
         DeliveryOutcome::Skipped {
             id: claimed[3].id,
             reason: "subscriber is unsubscribed".into(),
+            at,
         },
     ];
     assert_eq!(store.record_outcomes("worker", &outcomes).await.unwrap(), 4);

@@ -16,6 +16,7 @@ mod basics;
 mod consent;
 mod deliveries;
 mod instances;
+mod issue_reports;
 mod issues;
 mod posts;
 mod signup;

@@ -22,6 +22,8 @@ mod chart;
 mod csrf;
 mod dashboard;
 pub mod error;
+mod issue_actions;
+mod issues;
 mod login;
 mod post_editor;
 mod posts;
@@ -71,6 +73,18 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route("/preview/text", post(preview::draft_text))
         .route("/preview/{id}", get(preview::saved))
         .route("/preview/{id}/text", get(preview::saved_text))
+        // Issues: what was sent and to whom, retrying failures, sending now.
+        .route("/issues", get(issues::list))
+        .route(
+            "/issues/send-now",
+            get(issue_actions::confirm_send_now).post(issue_actions::send_now),
+        )
+        .route("/issues/{id}", get(issues::show))
+        .route("/issues/{id}/progress", get(issues::progress))
+        .route(
+            "/issues/{id}/retry",
+            get(issue_actions::confirm_retry).post(issue_actions::retry),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             csrf::require_csrf,

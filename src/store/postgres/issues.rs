@@ -1,8 +1,9 @@
 //! An issue's fan-out on PostgreSQL: one `INSERT … SELECT` over the
 //! confirmed subscribers in id order, each row's Message-ID made in the
-//! statement.
+//! statement. And putting an issue's failures back in the outbox.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::PostgresStore;
@@ -62,4 +63,28 @@ impl IssueSql for PostgresStore {
         .await?;
         Ok(written.rows_affected())
     }
+
+    async fn requeue_failures(
+        connection: &mut PgConnection,
+        issue_id: i64,
+        delivery_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        Ok(sqlx::query(REQUEUE)
+            .bind(now)
+            .bind(delivery_ids)
+            .bind(issue_id)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected())
+    }
 }
+
+/// `status = 'failed'` makes a second retry of the same failures change
+/// nothing, and the subscriber is checked again here, in the statement
+/// that writes, whatever the plan read before.
+const REQUEUE: &str = "UPDATE deliveries d SET status = 'pending', attempts = 0, \
+     next_attempt_at = $1, closed_at = NULL, lease_owner = NULL, lease_until = NULL \
+     WHERE d.id = ANY($2::bigint[]) AND d.issue_id = $3 AND d.status = 'failed' \
+         AND EXISTS (SELECT 1 FROM subscribers s \
+                     WHERE s.id = d.subscriber_id AND s.status = 'confirmed')";

@@ -1,17 +1,29 @@
 //! Issues, on either backend: one per slot, with every recipient's
-//! delivery made in the same transaction. Only the fan-out statement is
-//! the backend's own (`IssueSql`).
+//! delivery and the issue's tally made in the same transaction; what the
+//! admin's issue pages read; and retrying an issue's failures. Only the
+//! fan-out and the requeue statements are the backend's own (`IssueSql`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{Dialect, FanOut, IssueSql};
-use crate::domain::delivery::DeliveryCounts;
-use crate::domain::issue::{CreateIssueOutcome, IssueCreated, IssueMeta, NewIssue, ScheduleMode};
+use crate::domain::delivery::{DeliveryCounts, UnsentDelivery, UnsentQuery};
+use crate::domain::issue::{
+    CreateIssueOutcome, IssueCreated, IssueMeta, IssueSummary, NewIssue, NextSend, ScheduleMode,
+};
+use crate::domain::retry::{retry_verdict, RetryPlan, RetryVerdict};
 use crate::store::message_ids::IssueMessageIds;
-use crate::store::rows::{self, IssueMetaRow, NewIssueRow, StatusCount};
+use crate::store::rows::{
+    self, FailureGroupRow, FailureRow, IssueMetaRow, IssueSummaryRow, NewIssueRow, QueueHeadRow,
+    StatusCount, UnsentDeliveryRow, ISSUE_SUMMARY_COLUMNS, ISSUE_SUMMARY_FROM,
+};
 use crate::store::{IssueStore, StoreResult};
+
+/// Failures read and written per transaction by a retry: a retry of a
+/// huge failed send holds the write lock in short turns, not for the
+/// whole of it, and one that is stopped halfway is finished by the next.
+const RETRY_BATCH: i64 = 1000;
 
 #[async_trait]
 impl<B: IssueSql> IssueStore for B
@@ -29,6 +41,11 @@ where
     for<'r> NewIssueRow: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> IssueMetaRow: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> StatusCount: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> IssueSummaryRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> UnsentDeliveryRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> FailureRow: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> FailureGroupRow: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> QueueHeadRow: FromRow<'r, <B::Db as Database>::Row>,
 {
     async fn create_issue(&self, issue: NewIssue) -> StoreResult<CreateIssueOutcome> {
         type Time<B> = <<B as super::SqlBackend>::Db as Dialect>::Time;
@@ -107,6 +124,10 @@ where
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("INSERT INTO issue_tallies (issue_id) VALUES ($1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         B::commit(tx).await?;
         Ok(CreateIssueOutcome::Created(IssueCreated {
             issue_id: id,
@@ -142,4 +163,172 @@ where
                 .await?;
         Ok(latest.map(Into::into))
     }
+
+    async fn list_issues(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<IssueSummary>> {
+        let rows: Vec<IssueSummaryRow<<B::Db as Dialect>::Time>> = sqlx::query_as(&format!(
+            "SELECT {ISSUE_SUMMARY_COLUMNS} FROM {ISSUE_SUMMARY_FROM} \
+             WHERE i.id < $1 ORDER BY i.id DESC LIMIT $2"
+        ))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(IssueSummary::try_from).collect()
+    }
+
+    async fn issue_summary(&self, issue_id: i64) -> StoreResult<Option<IssueSummary>> {
+        let row: Option<IssueSummaryRow<<B::Db as Dialect>::Time>> = sqlx::query_as(&format!(
+            "SELECT {ISSUE_SUMMARY_COLUMNS} FROM {ISSUE_SUMMARY_FROM} WHERE i.id = $1"
+        ))
+        .bind(issue_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(IssueSummary::try_from).transpose()
+    }
+
+    async fn unsent_deliveries(&self, query: UnsentQuery) -> StoreResult<Vec<UnsentDelivery>> {
+        // The literal IN list lets PostgreSQL use its partial index
+        // (deliveries_unsent_by_issue) in a generic plan too.
+        let rows: Vec<UnsentDeliveryRow<<B::Db as Dialect>::Time>> = sqlx::query_as(
+            "SELECT d.id, d.subscriber_id, s.email, d.status, d.attempts, d.last_error, \
+                 d.closed_at \
+             FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id \
+             WHERE d.issue_id = $1 AND d.status = $2 AND d.status IN ('failed', 'skipped') \
+                 AND d.id > $3 \
+             ORDER BY d.id LIMIT $4",
+        )
+        .bind(query.issue_id)
+        .bind(query.status.as_str())
+        .bind(query.after.unwrap_or(0))
+        .bind(i64::from(query.limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(UnsentDelivery::try_from).collect()
+    }
+
+    async fn retry_plan(&self, issue_id: i64) -> StoreResult<RetryPlan> {
+        // Grouped in the database: servers word their refusals a few ways,
+        // so the rule judges a few groups, not every failure.
+        let groups: Vec<FailureGroupRow> = sqlx::query_as(
+            "SELECT d.last_error, s.status AS subscriber_status, COUNT(*) AS count \
+             FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id \
+             WHERE d.issue_id = $1 AND d.status = 'failed' \
+             GROUP BY d.last_error, s.status",
+        )
+        .bind(issue_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut plan = RetryPlan::default();
+        for group in groups {
+            let verdict = verdict(
+                group.last_error.as_deref(),
+                group.subscriber_status.as_deref(),
+            )?;
+            plan.count(verdict, u64::try_from(group.count).unwrap_or_default());
+        }
+        Ok(plan)
+    }
+
+    async fn retry_failures(&self, issue_id: i64, now: DateTime<Utc>) -> StoreResult<RetryPlan> {
+        let mut plan = RetryPlan::default();
+        let mut after = 0;
+        loop {
+            let mut tx = self.write().await?;
+            let failures = failures_after::<B>(&mut *tx, issue_id, after).await?;
+            let mut batch = RetryPlan::default();
+            let mut chosen = Vec::new();
+            for failure in &failures {
+                let verdict = verdict(
+                    failure.last_error.as_deref(),
+                    failure.subscriber_status.as_deref(),
+                )?;
+                if verdict == RetryVerdict::Retry {
+                    chosen.push(failure.id);
+                } else {
+                    batch.count(verdict, 1);
+                }
+            }
+            let requeued = if chosen.is_empty() {
+                0
+            } else {
+                B::requeue_failures(&mut tx, issue_id, &chosen, now).await?
+            };
+            if requeued > 0 {
+                sqlx::query(
+                    "UPDATE issue_tallies SET failed = failed - $1, finished_at = NULL \
+                     WHERE issue_id = $2",
+                )
+                .bind(i64::try_from(requeued).unwrap_or(i64::MAX))
+                .bind(issue_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            B::commit(tx).await?;
+            batch.retry = requeued;
+            plan.add(batch);
+            match failures.last() {
+                Some(last) if failures.len() as i64 == RETRY_BATCH => after = last.id,
+                _ => return Ok(plan),
+            }
+        }
+    }
+
+    async fn next_send(&self) -> StoreResult<NextSend> {
+        let head: Option<QueueHeadRow> = sqlx::query_as(
+            "SELECT id, subject FROM posts WHERE status = 'queued' ORDER BY position, id LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        let confirmed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM subscribers WHERE status = 'confirmed'")
+                .fetch_one(self.pool())
+                .await?;
+        Ok(NextSend {
+            post_id: head.as_ref().map(|head| head.id),
+            subject: head.map(|head| head.subject),
+            confirmed,
+        })
+    }
+
+    async fn issue_for_slot(&self, slot_key: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM issues WHERE slot_key = $1")
+                .bind(slot_key)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+}
+
+/// The next batch of an issue's failures after the id `after`, with their
+/// subscribers' status now, in id order.
+async fn failures_after<'e, B>(
+    executor: impl Executor<'e, Database = B::Db>,
+    issue_id: i64,
+    after: i64,
+) -> StoreResult<Vec<FailureRow>>
+where
+    B: IssueSql,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'r> FailureRow: FromRow<'r, <B::Db as Database>::Row>,
+{
+    Ok(sqlx::query_as(
+        "SELECT d.id, d.last_error, s.status AS subscriber_status \
+         FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id \
+         WHERE d.issue_id = $1 AND d.status = 'failed' AND d.id > $2 \
+         ORDER BY d.id LIMIT $3",
+    )
+    .bind(issue_id)
+    .bind(after)
+    .bind(RETRY_BATCH)
+    .fetch_all(executor)
+    .await?)
+}
+
+/// The retry rule on a failure's stored reply and its subscriber's status
+/// (`None`: no longer on the list).
+fn verdict(last_error: Option<&str>, subscriber_status: Option<&str>) -> StoreResult<RetryVerdict> {
+    let subscriber = subscriber_status.map(rows::subscriber_status).transpose()?;
+    Ok(retry_verdict(last_error.unwrap_or_default(), subscriber))
 }

@@ -20,7 +20,7 @@ use super::message_ids::IssueMessageIds;
 use super::rows::Millis;
 use super::StoreResult;
 use crate::config::Backend;
-use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome};
+use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryOutcome, DeliveryStatus};
 use crate::domain::signup::{SignupOutcome, SignupRequest};
 
 mod admins;
@@ -175,6 +175,40 @@ pub(super) trait IssueSql: SqlBackend {
         connection: &mut Connection<Self>,
         fan_out: FanOut<'_>,
     ) -> StoreResult<u64>;
+    /// Puts these failed deliveries of `issue_id` back in the outbox, due
+    /// at `now` with their attempts reset, unless they are no longer
+    /// failed or their subscriber is no longer confirmed; how many.
+    async fn requeue_failures(
+        connection: &mut Connection<Self>,
+        issue_id: i64,
+        delivery_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+}
+
+/// The column of `issue_tallies` that counts deliveries ended `status`;
+/// `None` for a status that is no end (pending, sending).
+pub(super) fn tally_column(status: DeliveryStatus) -> Option<&'static str> {
+    match status {
+        DeliveryStatus::Sent => Some("sent"),
+        DeliveryStatus::Failed => Some("failed"),
+        DeliveryStatus::Skipped => Some("skipped"),
+        DeliveryStatus::Pending | DeliveryStatus::Sending => None,
+    }
+}
+
+/// The `SET` list of an `UPDATE issue_tallies AS t` that adds `delta` (an
+/// SQL expression) to `column`, and marks the issue finished at `at` once
+/// that ends every recipient's delivery (unmarked otherwise). Every write
+/// of an outcome runs one in its transaction, so the tallies are always
+/// what a count of the deliveries would say.
+pub(super) fn tally_set(column: &'static str, delta: &str, at: &str) -> String {
+    format!(
+        "{column} = t.{column} + {delta}, \
+         finished_at = CASE WHEN t.sent + t.failed + t.skipped + {delta} >= \
+             (SELECT recipients FROM issues WHERE issues.id = t.issue_id) \
+             THEN COALESCE(t.finished_at, {at}) END"
+    )
 }
 
 /// The delivery worker's claims and outcomes, tuned for each backend.

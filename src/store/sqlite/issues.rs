@@ -1,10 +1,12 @@
 //! An issue's fan-out on SQLite: one `INSERT … SELECT` over the confirmed
-//! subscribers, each row's Message-ID made in the statement.
+//! subscribers, each row's Message-ID made in the statement. And putting
+//! an issue's failures back in the outbox.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::{millis, SqliteStore};
+use super::{millis, to_json, SqliteStore};
 use crate::store::message_ids;
 use crate::store::sql::{FanOut, IssueSql};
 use crate::store::StoreResult;
@@ -56,5 +58,30 @@ impl IssueSql for SqliteStore {
         .execute(&mut *connection)
         .await?;
         Ok(written.rows_affected())
+    }
+
+    async fn requeue_failures(
+        connection: &mut SqliteConnection,
+        issue_id: i64,
+        delivery_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        // `status = 'failed'` makes a second retry of the same failures
+        // change nothing; the subscriber is checked again in the statement
+        // that writes.
+        Ok(sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1, \
+             closed_at = NULL, lease_owner = NULL, lease_until = NULL \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND issue_id = ?3 \
+                 AND status = 'failed' \
+                 AND EXISTS (SELECT 1 FROM subscribers s \
+                             WHERE s.id = deliveries.subscriber_id AND s.status = 'confirmed')",
+        )
+        .bind(millis(now))
+        .bind(to_json(&delivery_ids))
+        .bind(issue_id)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected())
     }
 }

@@ -2,8 +2,10 @@
 //! checked in the database. (`browser.rs` drives the same pages in Chromium.)
 
 pub mod browser;
+mod browser_issues;
 mod browser_posts;
 mod dashboard;
+mod issues;
 mod post_preview;
 mod posts;
 mod screenshots;
@@ -26,6 +28,7 @@ pub const PAGES: &[&str] = &[
     "/admin/settings",
     "/admin/posts",
     "/admin/posts/new",
+    "/admin/issues",
 ];
 
 /// Creates the account `tidings admin add` would.

@@ -50,7 +50,12 @@ async fn screenshots_of_every_admin_page() {
     let app = newsletter_with_history().await;
     picture(&browser, &app, "/admin/login", "login").await;
     browser_log_in(&browser, &app).await;
-    for (path, name) in [("/admin", "dashboard"), ("/admin/settings", "settings")] {
+    for (path, name) in [
+        ("/admin", "dashboard"),
+        ("/admin/posts", "posts"),
+        ("/admin/posts/1", "editor"),
+        ("/admin/settings", "settings"),
+    ] {
         picture(&browser, &app, path, name).await;
     }
     browser.close().await;
