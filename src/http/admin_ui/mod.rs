@@ -23,6 +23,9 @@ mod dashboard;
 pub mod error;
 mod login;
 mod session;
+mod subscriber_import;
+mod subscriber_page;
+mod subscribers;
 
 pub use csrf::{same_origin, CSRF_FIELD, CSRF_HEADER};
 pub use error::AdminError;
@@ -33,6 +36,29 @@ pub fn router(state: SharedState) -> Router<SharedState> {
     let pages = Router::new()
         .route("/", get(dashboard::page_handler))
         .route("/logout", post(login::log_out))
+        // Subscribers: the list, one subscriber, import and export.
+        .route(
+            "/subscribers",
+            get(subscribers::list).post(subscribers::add),
+        )
+        .route("/subscribers/export.csv", get(subscribers::export))
+        .route(
+            "/subscribers/import",
+            get(subscriber_import::form).post(subscriber_import::preview),
+        )
+        .route(
+            "/subscribers/import/confirm",
+            post(subscriber_import::confirm),
+        )
+        .route("/subscribers/{id}", get(subscriber_page::show))
+        .route(
+            "/subscribers/{id}/unsubscribe",
+            post(subscriber_page::unsubscribe),
+        )
+        .route(
+            "/subscribers/{id}/erase",
+            get(subscriber_page::confirm_erase).post(subscriber_page::erase),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             csrf::require_csrf,
