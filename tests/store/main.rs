@@ -19,4 +19,5 @@ mod instances;
 mod issues;
 mod posts;
 mod signup;
+mod subscriber_admin;
 mod subscribers;

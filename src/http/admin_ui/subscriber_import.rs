@@ -58,7 +58,8 @@ async fn read_upload(mut multipart: Multipart) -> Result<Upload, AdminError> {
         csv: None,
         send_confirmations: false,
     };
-    let unreadable = |_| AdminError::Invalid("The upload could not be read. Please try again.".into());
+    let unreadable =
+        |_| AdminError::Invalid("The upload could not be read. Please try again.".into());
     while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
         match field.name() {
             Some("file" | "csv") => {

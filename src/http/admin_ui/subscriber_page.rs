@@ -88,7 +88,11 @@ pub async fn show(
     let more = deliveries.len() > DELIVERIES_PER_PAGE as usize;
     deliveries.truncate(DELIVERIES_PER_PAGE as usize);
     let older = more
-        .then(|| deliveries.last().map(|last| format!("/admin/subscribers/{id}?before={}", last.id)))
+        .then(|| {
+            deliveries
+                .last()
+                .map(|last| format!("/admin/subscribers/{id}?before={}", last.id))
+        })
         .flatten();
     let events: Vec<Value> = events
         .iter()
@@ -153,7 +157,12 @@ pub async fn unsubscribe(
         UnsubscribeOutcome::AlreadyUnsubscribed => "already_unsubscribed",
         UnsubscribeOutcome::Unknown => return Err(not_found(id)),
     };
-    tracing::info!(subscriber_id = id, admin_id = user.admin_id, ?outcome, "admin unsubscribe");
+    tracing::info!(
+        subscriber_id = id,
+        admin_id = user.admin_id,
+        ?outcome,
+        "admin unsubscribe"
+    );
     Ok(Redirect::to(&format!("/admin/subscribers/{id}?notice={code}")).into_response())
 }
 

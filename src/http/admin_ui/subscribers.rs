@@ -154,10 +154,14 @@ async fn list_page(
             })
         })
         .collect();
-    let total: i64 = SubscriberStatus::ALL.iter().map(|each| count_of(*each)).sum();
-    let next = list.next.as_deref().map(|after| {
-        list_url(&[("q", q), ("status", status_text), ("after", after)])
-    });
+    let total: i64 = SubscriberStatus::ALL
+        .iter()
+        .map(|each| count_of(*each))
+        .sum();
+    let next = list
+        .next
+        .as_deref()
+        .map(|after| list_url(&[("q", q), ("status", status_text), ("after", after)]));
     let form = add.form;
     let context = json!({
         "counts": by_status,
@@ -240,7 +244,11 @@ pub async fn add(
         .await?;
     match outcome {
         AddOutcome::Added { id, .. } => {
-            tracing::info!(subscriber_id = id, admin_id = user.admin_id, "subscriber added");
+            tracing::info!(
+                subscriber_id = id,
+                admin_id = user.admin_id,
+                "subscriber added"
+            );
             Ok(Redirect::to(&format!("/admin/subscribers/{id}?notice=added")).into_response())
         }
         AddOutcome::AlreadyExists => {
