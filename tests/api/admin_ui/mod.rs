@@ -2,7 +2,9 @@
 //! checked in the database. (`browser.rs` drives the same pages in Chromium.)
 
 pub mod browser;
+mod browser_subscribers;
 mod session;
+mod subscribers;
 
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::{Method, Response};
@@ -16,7 +18,13 @@ pub const ADMIN_PASSWORD: &str = "a long enough password";
 
 /// Every admin page a session may open (pages with an id are checked by
 /// their own tests).
-pub const PAGES: &[&str] = &["/admin"];
+pub const PAGES: &[&str] = &[
+    "/admin",
+    // Subscribers (a subscriber's page and the erase page: subscribers.rs).
+    "/admin/subscribers",
+    "/admin/subscribers?q=a&status=confirmed",
+    "/admin/subscribers/import",
+];
 
 /// Creates the account `tidings admin add` would.
 pub async fn add_admin(app: &TestApp, email: &str, password: &str) {
