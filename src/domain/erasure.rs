@@ -93,7 +93,7 @@ mod tests {
         assert_eq!(kind_detail(ConsentKind::Confirm, "x"), None);
     }
 
-    fn kind_detail<'a>(kind: ConsentKind, detail: &'a str) -> Option<&'a str> {
+    fn kind_detail(kind: ConsentKind, detail: &str) -> Option<&str> {
         kept_detail(kind, Some(detail))
     }
 

@@ -477,6 +477,31 @@ async fn an_import_preview_writes_nothing_and_the_import_writes_what_it_showed(b
     .await;
     assert_eq!(response.status(), 422);
     assert!(response.text().await.unwrap().contains("id=\"file-error\""));
+    // A file over the import's bound is a 422 that says what to do; a body
+    // over the admin's 1 MiB is refused before it is read.
+    let line = "someone.with.a.long.address@example.com,A Name\n";
+    let big = line.repeat(tidings::subscriber_admin::MAX_IMPORT_BYTES / line.len() + 1);
+    let response = post_multipart(
+        &admin,
+        "/admin/subscribers/import",
+        Some(&admin.csrf),
+        &admin.address,
+        csv_upload(&big),
+    )
+    .await;
+    assert_eq!(response.status(), 422);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("tidings subscriber import"), "{html}");
+    let response = post_multipart(
+        &admin,
+        "/admin/subscribers/import",
+        Some(&admin.csrf),
+        &admin.address,
+        csv_upload(&line.repeat(30_000)),
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(everyone(&app).await.len(), 3, "nothing more written");
 }
 
 async fn the_export_streams_the_list_as_safe_csv(backend: Backend) {
