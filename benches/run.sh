@@ -19,7 +19,10 @@
 #      limited to one a second): what the HTTP request and durable write
 #      alone allow, a ceiling for the signup ratio on this machine;
 #   6. ("dkim") the delivery run of 1 again with every email DKIM-signed
-#      with an RSA-2048 key (made with openssl for the run).
+#      with an RSA-2048 key (made with openssl for the run);
+#   7. ("admin") the admin web UI's pages, one request at a time, with 100
+#      issues and BENCH_BIG_N subscribers: p99 latency per page, while the
+#      100th issue sends and after (benches/admin.sh).
 # Prints a Markdown table and writes it to benches/results.md.
 #
 # Needs: a Rust toolchain, curl, jq, wrk, openssl, Postfix's smtp-sink and smtp-source,
@@ -39,7 +42,9 @@
 #   BENCH_WRK_THREADS=2  BENCH_WRK_CONNECTIONS=32
 #   BENCH_SMTP_CONCURRENCY=8  tidings' smtp.concurrency and smtp-source -s
 #   BENCH_BACKENDS="sqlite postgres"
-#   BENCH_PARTS="delivery big signup bare dkim"   which measurements to run
+#   BENCH_PARTS="delivery big signup bare dkim admin"   which measurements to run
+#   BENCH_ADMIN_SECONDS=5     wrk time per admin page per run
+#   BENCH_ADMIN_EARLY=2000    subscribers of the first 99 issues
 #   BENCH_PG_HOST=127.0.0.1  BENCH_PG_PORT=5432  BENCH_PG_USER=postgres
 #   BENCH_POLL_SECONDS=0.2    the shortest pause between /api/admin/stats polls
 #                             during a send (longer while the end is far off)
@@ -69,7 +74,7 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-32}
 CONCURRENCY=${BENCH_SMTP_CONCURRENCY:-8}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
-PARTS=${BENCH_PARTS:-delivery big signup bare dkim}
+PARTS=${BENCH_PARTS:-delivery big signup bare dkim admin}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
 PG_USER=${BENCH_PG_USER:-postgres}
@@ -757,6 +762,7 @@ $(row "Emails held back: GET / (requests/s)" bare_get_rps %.0f)
 $(row "Emails held back: ratio POST ÷ GET" bare_signup_ratio %.3f)
 $(row "Emails held back: daemon CPU per signup (µs)" bare_post_daemon_us %.0f)
 $(signup_row)
+$(admin_rows)
 
 Notes:
 - Delivery rate = N ÷ (time from the send-now request until /api/admin/stats
@@ -789,7 +795,7 @@ Notes:
 
 | metric | $(for b in $BACKENDS; do printf '%s | ' "$b"; done)
 |---|$(for b in $BACKENDS; do printf -- '---|'; done)
-$(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cpu_us_per_msg dkim_send_rate dkim_source_rate dkim_ratio dkim_cpu_us_per_msg fanout_n fanout_big idle_mib peak_n_mib peak_big_mib big_sent big_rate big_cpu_us_per_msg post_rps post_p99 get_rps get_p99 signup_ratio emails_behind get_daemon_us post_daemon_us post_sink_us post_db_us bare_post_rps bare_get_rps bare_signup_ratio bare_post_daemon_us bare_wrk_errors wrk_errors; do
+$(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cpu_us_per_msg dkim_send_rate dkim_source_rate dkim_ratio dkim_cpu_us_per_msg fanout_n fanout_big idle_mib peak_n_mib peak_big_mib big_sent big_rate big_cpu_us_per_msg post_rps post_p99 get_rps get_p99 signup_ratio emails_behind get_daemon_us post_daemon_us post_sink_us post_db_us bare_post_rps bare_get_rps bare_signup_ratio bare_post_daemon_us bare_wrk_errors wrk_errors $(admin_metrics); do
         printf '| %s |' "$metric"
         for b in $BACKENDS; do printf ' %s |' "$(values "$b" "$metric")"; done
         echo
@@ -798,6 +804,9 @@ $(for metric in send_rate send_seconds source_rate source_4k_rate ratio cpu_s cp
 </details>
 EOF
 }
+
+# shellcheck source=benches/admin.sh
+source "$BENCH_DIR/admin.sh"
 
 # -------------------------------------------------------------------- main --
 
@@ -852,6 +861,9 @@ for backend in $BACKENDS; do
     fi
     if wants dkim; then
         for run in $(seq "$DELIVERY_RUNS"); do run_delivery "$backend" "$run" dkim; done
+    fi
+    if wants admin; then
+        run_admin "$backend"
     fi
 done
 

@@ -185,7 +185,7 @@ impl Application {
                 settings.http.body_read_timeout,
             ),
             admin_accounts,
-            login_throttle: http::admin_ui::LoginThrottle::default(),
+            admin_ui: http::admin_ui::AdminUiState::default(),
             settings,
             templates,
             metrics,

@@ -34,6 +34,10 @@ use crate::signups::{SignupError, SignupWriter, Signups};
 use crate::store::{SharedStore, StoreError};
 use crate::subscriber_csv::ImportRow;
 
+mod posts;
+
+pub use posts::MoveOutcome;
+
 async fn send_unsubscribe_link(
     composer: &Composer,
     mailer: &Mailer,
@@ -376,11 +380,7 @@ impl Newsletter {
 
     /// The post's HTML exactly as a subscriber would see it.
     pub async fn preview(&self, post_id: i64) -> NewsletterResult<String> {
-        match self.composer.preview(post_id).await {
-            Ok(html) => Ok(html),
-            Err(ComposeError::MissingPost(_)) => Err(NewsletterError::NoSuchPost(post_id)),
-            Err(error) => Err(NewsletterError::Render(error)),
-        }
+        Ok(self.saved_preview(post_id).await?.html)
     }
 
     /// Sends the next queued post now, as a schedule tick would.

@@ -12,8 +12,10 @@ use crate::domain::deliverability::{
 use crate::mailer::Mailer;
 
 mod dns;
+mod latest;
 
 pub use dns::TxtResolver;
+pub use latest::{CheckReport, LatestChecks};
 
 /// `--nameserver`: `IP` (port 53) or `IP:PORT`.
 pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
@@ -71,6 +73,12 @@ async fn smtp(settings: &Settings, report: &mut impl FnMut(Finding)) {
         Ok(()) => Finding::ok(format!("email via {}", mailer.describe())),
         Err(error) => Finding::error(format!("smtp (smtp.url): {error:#}")),
     });
+    if settings.smtp.url.is_none() {
+        report(Finding::warning(
+            "no SMTP server is configured (smtp.url): emails are written as .eml files and \
+             reach nobody",
+        ));
+    }
     // .eml files in the outbox greet nobody.
     if let Some(helo_name) = mailer.helo_name() {
         report(judge_helo_name(&helo_name));

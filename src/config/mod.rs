@@ -17,10 +17,12 @@ use serde::{Deserialize, Deserializer};
 
 pub use crate::domain::issue::ScheduleMode;
 pub use dkim::DkimSigner;
+pub use effective::{effective, ShownKey, ShownSection};
 pub use secrets::redact;
 use secrets::{secret_token, whitespace_tokens_in_environment};
 
 mod dkim;
+mod effective;
 mod secrets;
 mod size;
 

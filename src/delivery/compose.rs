@@ -29,6 +29,8 @@ use crate::links::{Links, CONFIRMATION_TTL_HOURS};
 use crate::render::{markdown, EmailKind, RenderedEmail, Templates};
 use crate::store::{SharedStore, StoreError};
 
+mod preview;
+
 /// Defines a header lettre has no type for; values are ASCII we build.
 macro_rules! plain_header {
     ($type:ident, $name:literal) => {
@@ -357,26 +359,6 @@ impl Composer {
         )?)
     }
 
-    /// The issue HTML exactly as a subscriber sees it, for the admin preview.
-    /// Rendered afresh and not cached: a queued post may still change, and
-    /// another instance's cache would not hear of it.
-    pub async fn preview(&self, post_id: i64) -> Result<String, ComposeError> {
-        let found = self
-            .store
-            .post_for_render(post_id)
-            .await?
-            .ok_or(ComposeError::MissingPost(post_id))?;
-        let post = render_post(found);
-        Ok(self
-            .render_issue(
-                &post,
-                post.ordinal,
-                Some("Reader"),
-                &self.links.unsubscribe_url(0),
-            )?
-            .html)
-    }
-
     fn build(
         &self,
         to: Addressed<'_>,
@@ -490,13 +472,17 @@ fn encoded_part(content_type: ContentType, encoded: Vec<u8>) -> SinglePart {
 
 /// Markdown to email HTML and text, once per post.
 fn render_post(found: PostForRender) -> RenderedPost {
-    let text = markdown::to_plain_text(&found.post.body_markdown);
+    render_parts(found.post.subject, &found.post.body_markdown, found.ordinal)
+}
+
+/// A subject and Markdown body as every issue email shows them.
+fn render_parts(subject: String, body_markdown: &str, ordinal: i64) -> RenderedPost {
     RenderedPost {
-        html: markdown::to_email_html(&found.post.body_markdown),
-        preheader: preheader(&markdown::to_prose(&found.post.body_markdown)),
-        text,
-        subject: found.post.subject,
-        ordinal: found.ordinal,
+        html: markdown::to_email_html(body_markdown),
+        preheader: preheader(&markdown::to_prose(body_markdown)),
+        text: markdown::to_plain_text(body_markdown),
+        subject,
+        ordinal,
     }
 }
 

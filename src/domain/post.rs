@@ -127,6 +127,19 @@ pub struct Post {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// A post as the admin's queue lists it: no body, and for a sent post the
+/// issue it first went out in (`None` for one sent before issues named
+/// their post, or whose issue is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostListing {
+    pub id: i64,
+    pub subject: String,
+    pub position: i64,
+    pub status: PostStatus,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub issue_id: Option<i64>,
+}
+
 /// A post ready to be stored: subject and body parsed.
 #[derive(Debug, Clone)]
 pub struct NewPost {

@@ -60,8 +60,8 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// Logins and sessions of the admin web UI.
     pub admin_accounts: crate::admin_accounts::AdminAccounts,
-    /// Failed admin logins, per IP and per account.
-    pub login_throttle: admin_ui::LoginThrottle,
+    /// What the admin pages keep between requests.
+    pub admin_ui: admin_ui::AdminUiState,
 }
 
 /// The pages whose content never changes while the daemon runs: the signup

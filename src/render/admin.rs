@@ -26,6 +26,27 @@ const ADMIN_TEMPLATES: &[(&str, &str)] = &[
         "dashboard",
         include_str!("../../templates/admin/dashboard.html.hbs"),
     ),
+    (
+        "settings",
+        include_str!("../../templates/admin/settings.html.hbs"),
+    ),
+    // Posts: the queue, the editor, the delete question, the preview frame.
+    (
+        "posts",
+        include_str!("../../templates/admin/posts.html.hbs"),
+    ),
+    (
+        "post_editor",
+        include_str!("../../templates/admin/post_editor.html.hbs"),
+    ),
+    (
+        "post_delete",
+        include_str!("../../templates/admin/post_delete.html.hbs"),
+    ),
+    (
+        "preview_frame",
+        include_str!("../../templates/admin/preview_frame.html.hbs"),
+    ),
     // Subscribers.
     (
         "subscribers",

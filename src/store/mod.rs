@@ -21,9 +21,12 @@ use crate::domain::consent::ConsentContext;
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome};
 use crate::domain::erasure::EraseOutcome;
+use crate::domain::growth::DailyChanges;
 use crate::domain::instance::{Rescue, RescuedClaims};
 use crate::domain::issue::{CreateIssueOutcome, IssueMeta, NewIssue};
-use crate::domain::post::{NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender};
+use crate::domain::post::{
+    NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender, PostListing,
+};
 use crate::domain::signup::{ConfirmLink, ConfirmOutcome, SignupOutcome, SignupRequest};
 use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
@@ -72,6 +75,7 @@ pub trait Store:
     + DeliveryStore
     + InstanceStore
     + AdminStore
+    + GrowthStore
     + SubscriberAdminStore
 {
     fn backend(&self) -> Backend;
@@ -164,6 +168,9 @@ pub trait PostStore: Send + Sync + 'static {
     ) -> StoreResult<usize>;
     async fn insert_post(&self, post: &NewPost, now: DateTime<Utc>) -> StoreResult<Post>;
     async fn list_posts(&self) -> StoreResult<Vec<Post>>;
+    /// Every post without its body, in queue order, each sent one with
+    /// the issue it first went out in: for the admin's queue page.
+    async fn list_post_listings(&self) -> StoreResult<Vec<PostListing>>;
     async fn get_post(&self, post_id: i64) -> StoreResult<Option<Post>>;
     async fn post_for_render(&self, post_id: i64) -> StoreResult<Option<PostForRender>>;
     async fn update_post(&self, post_id: i64, changes: PostChanges) -> StoreResult<PostEdit>;
@@ -242,6 +249,14 @@ pub trait AdminStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// False when there was no such session.
     async fn delete_admin_session(&self, token: &SessionTokenHash) -> StoreResult<bool>;
+}
+
+/// What the dashboard's growth chart is drawn from.
+#[async_trait]
+pub trait GrowthStore: Send + Sync + 'static {
+    /// Per day since `since`: who confirmed (bounced addresses aside) and
+    /// who unsubscribed after confirming.
+    async fn daily_changes(&self, since: DateTime<Utc>) -> StoreResult<DailyChanges>;
 }
 
 /// What the admin's subscriber pages read and do beyond the list (the

@@ -9,7 +9,7 @@ use crate::domain::admin::{AdminAccount, AdminCredentials, AdminSession};
 use crate::domain::consent::{ConsentEvent, ConsentKind};
 use crate::domain::delivery::{ClaimedDelivery, DeliveryCounts, DeliveryPayload, DeliveryStatus};
 use crate::domain::issue::{IssueMeta, ScheduleMode};
-use crate::domain::post::{Post, PostCounts, PostStatus};
+use crate::domain::post::{Post, PostCounts, PostListing, PostStatus};
 use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberStatus};
 use crate::domain::subscriber_record::{SentEmail, SubscriberDelivery, SubscriberRecord};
 use crate::domain::subscriber_search::SearchHit;
@@ -71,6 +71,32 @@ impl<T: Into<DateTime<Utc>>> TryFrom<PostRow<T>> for Post {
                 .ok_or_else(|| corrupt("post status", &row.status))?,
             created_at: row.created_at.into(),
             sent_at: row.sent_at.map(Into::into),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PostListingRow<T> {
+    id: i64,
+    subject: String,
+    position: i64,
+    status: String,
+    sent_at: Option<T>,
+    issue_id: Option<i64>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<PostListingRow<T>> for PostListing {
+    type Error = StoreError;
+
+    fn try_from(row: PostListingRow<T>) -> StoreResult<Self> {
+        Ok(PostListing {
+            id: row.id,
+            subject: row.subject,
+            position: row.position,
+            status: PostStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("post status", &row.status))?,
+            sent_at: row.sent_at.map(Into::into),
+            issue_id: row.issue_id,
         })
     }
 }
@@ -288,6 +314,13 @@ impl<T: Into<DateTime<Utc>>> From<AdminSessionRow<T>> for AdminSession {
             expires_at: row.expires_at.into(),
         }
     }
+}
+
+/// A count for one day of a window.
+#[derive(sqlx::FromRow)]
+pub struct DayCountRow {
+    pub day: i64,
+    pub count: i64,
 }
 
 // ---- The admin's subscriber pages (search, a subscriber, erasure).

@@ -1,11 +1,14 @@
 //! The post queue: new posts at the end, edits, moves, deletes, and sent
 //! posts that no longer change.
 
+use tidings::domain::issue::{CreateIssueOutcome, ScheduleMode};
 use tidings::domain::post::{first_series, PostChanges, PostCounts, PostEdit, PostStatus};
 use tidings::domain::subscriber::SubscriberStatus;
 
 use crate::on_both_backends;
-use crate::support::{add, broadcast, enqueue, minutes, new_post, store, t0, Backend, TestStore};
+use crate::support::{
+    add, broadcast, enqueue, issue, minutes, new_post, store, t0, Backend, TestStore,
+};
 
 on_both_backends!(
     new_posts_join_the_end_of_the_queue,
@@ -15,6 +18,7 @@ on_both_backends!(
     a_deleted_post_leaves_the_queue,
     a_sent_post_refuses_edits_and_deletes,
     the_first_series_is_seeded_only_into_an_empty_queue,
+    listings_follow_the_queue_and_name_each_sent_posts_issue,
 );
 
 async fn subjects(store: &TestStore) -> Vec<String> {
@@ -271,4 +275,42 @@ async fn the_first_series_is_seeded_only_into_an_empty_queue(backend: Backend) {
     enqueue(&other, "Mine").await;
     assert_eq!(other.seed_posts_if_empty(&series, t0()).await.unwrap(), 0);
     assert_eq!(subjects(&other).await, ["Mine"]);
+}
+
+async fn listings_follow_the_queue_and_name_each_sent_posts_issue(backend: Backend) {
+    let store = store(backend).await;
+    add(&store, "reader@example.com", SubscriberStatus::Confirmed).await;
+    let first = enqueue(&store, "First").await;
+    let second = enqueue(&store, "Second").await;
+    let third = enqueue(&store, "Third").await;
+    let fourth = enqueue(&store, "Fourth").await;
+    move_to(&store, fourth, 3).await;
+    let week_1 = broadcast(&store, "week-1", t0() + minutes(5)).await;
+    // Sequence mode names no post on the issue: the reader gets the next
+    // one they have not had, which is marked sent at the issue's instant.
+    let sequence = issue("week-2", ScheduleMode::Sequence, t0() + minutes(10));
+    let CreateIssueOutcome::Created(week_2) = store.create_issue(sequence).await.unwrap() else {
+        panic!("a sequence issue");
+    };
+    // A broadcast after it names its own post, the next in the queue.
+    let week_3 = broadcast(&store, "week-3", t0() + minutes(15)).await;
+
+    let listings = store.list_post_listings().await.unwrap();
+    let seen: Vec<_> = listings
+        .iter()
+        .map(|post| (post.id, post.subject.as_str(), post.status, post.issue_id))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (first, "First", PostStatus::Sent, Some(week_1.issue_id)),
+            (second, "Second", PostStatus::Sent, Some(week_2.issue_id)),
+            (fourth, "Fourth", PostStatus::Sent, Some(week_3.issue_id)),
+            (third, "Third", PostStatus::Queued, None),
+        ]
+    );
+    assert_eq!(listings[0].sent_at, Some(t0() + minutes(5)));
+    assert_eq!(listings[1].sent_at, Some(t0() + minutes(10)));
+    assert_eq!(listings[3].sent_at, None);
+    assert_eq!(listings[3].position, 4);
 }

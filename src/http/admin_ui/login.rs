@@ -164,7 +164,7 @@ pub async fn log_in(
     let next = after_login(form.next.as_deref());
     let email = EmailAddress::parse(&form.email).ok();
     let account = email.as_ref().map(EmailAddress::as_str);
-    let throttle = &state.login_throttle;
+    let throttle = &state.admin_ui.login_throttle;
     if let Some(wait) = throttle.refuses(client.ip, account) {
         let message = format!(
             "Too many failed logins. Wait {} before trying again.",

@@ -18,11 +18,16 @@ use super::SharedState;
 use crate::render::admin::templates;
 
 mod assets;
+mod chart;
 mod csrf;
 mod dashboard;
 pub mod error;
 mod login;
+mod post_editor;
+mod posts;
+mod preview;
 mod session;
+mod settings;
 mod subscriber_import;
 mod subscriber_page;
 mod subscribers;
@@ -30,12 +35,45 @@ mod subscribers;
 pub use csrf::{same_origin, CSRF_FIELD, CSRF_HEADER};
 pub use error::AdminError;
 pub use login::LoginThrottle;
+pub use post_editor::TestEmailLimit;
 pub use session::{AdminUser, LOGIN_COOKIE, SESSION_COOKIE};
+
+/// What the admin pages keep between requests, per instance.
+#[derive(Default)]
+pub struct AdminUiState {
+    /// Failed logins, per IP and per account.
+    pub login_throttle: LoginThrottle,
+    /// The last `tidings check` report.
+    pub checks: crate::check::LatestChecks,
+    pub growth: dashboard::GrowthCache,
+    /// Test emails from the post editor, per admin account.
+    pub test_emails: TestEmailLimit,
+}
 
 pub fn router(state: SharedState) -> Router<SharedState> {
     let pages = Router::new()
-        .route("/", get(dashboard::page_handler))
+        .route("/", get(dashboard::show))
+        .route("/settings", get(settings::show))
+        .route("/settings/check", post(settings::check_again))
         .route("/logout", post(login::log_out))
+        // Posts: the queue, the editor, its preview frame and test emails.
+        .route("/posts", get(posts::queue_page).post(post_editor::create))
+        .route("/posts/new", get(post_editor::new_post))
+        .route(
+            "/posts/{id}",
+            get(post_editor::edit).post(post_editor::save),
+        )
+        .route("/posts/{id}/move", post(posts::move_post))
+        .route("/posts/{id}/place", post(posts::set_place))
+        .route(
+            "/posts/{id}/delete",
+            get(posts::confirm_delete).post(posts::delete),
+        )
+        .route("/posts/{id}/test", post(post_editor::send_test))
+        .route("/preview", get(preview::note).post(preview::draft))
+        .route("/preview/text", post(preview::draft_text))
+        .route("/preview/{id}", get(preview::saved))
+        .route("/preview/{id}/text", get(preview::saved_text))
         // Subscribers: the list, one subscriber, import and export.
         .route(
             "/subscribers",

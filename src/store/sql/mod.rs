@@ -25,6 +25,7 @@ use crate::domain::signup::{SignupOutcome, SignupRequest};
 
 mod admins;
 mod deliveries;
+mod growth;
 mod instances;
 mod issues;
 mod posts;
@@ -60,6 +61,8 @@ pub(super) trait Dialect: Database {
     const EMAIL_IN_JSON: &'static str;
     /// How many rows a statement changed (each driver has its own result).
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Whole days from the time bound as `$1` to `column`'s time.
+    fn days_since(column: &str) -> String;
 }
 
 impl Dialect for sqlx::Sqlite {
@@ -85,6 +88,10 @@ impl Dialect for sqlx::Sqlite {
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn days_since(column: &str) -> String {
+        format!("(({column} - $1) / 86400000)")
     }
 }
 
@@ -115,6 +122,10 @@ impl Dialect for sqlx::Postgres {
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn days_since(column: &str) -> String {
+        format!("floor(extract(epoch FROM ({column} - $1)) / 86400)::bigint")
     }
 }
 

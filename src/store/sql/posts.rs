@@ -7,9 +7,9 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArgumen
 
 use super::{Dialect, SqlBackend};
 use crate::domain::post::{
-    self, NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender, PostSubject,
+    self, NewPost, Post, PostChanges, PostCounts, PostEdit, PostForRender, PostListing, PostSubject,
 };
-use crate::store::rows::{self, PostRow, StatusCount, POST_COLUMNS};
+use crate::store::rows::{self, PostListingRow, PostRow, StatusCount, POST_COLUMNS};
 use crate::store::{PostStore, StoreError, StoreResult};
 
 /// Runs the dialect's queue lock, where it has one.
@@ -57,6 +57,7 @@ where
     for<'q> <B::Db as Dialect>::Time: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
     for<'r> PostRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
+    for<'r> PostListingRow<<B::Db as Dialect>::Time>: FromRow<'r, <B::Db as Database>::Row>,
     for<'r> StatusCount: FromRow<'r, <B::Db as Database>::Row>,
 {
     async fn seed_posts_if_empty(
@@ -113,6 +114,23 @@ where
         .fetch_all(self.pool())
         .await?;
         rows.into_iter().map(Post::try_from).collect()
+    }
+
+    async fn list_post_listings(&self) -> StoreResult<Vec<PostListing>> {
+        // Each sent post's issue is one look-up in issues_by_post (0007):
+        // the broadcast that names it, else the sequence issue made at the
+        // instant it was first sent, which wrote that instant as its sent_at.
+        let rows: Vec<PostListingRow<<B::Db as Dialect>::Time>> = sqlx::query_as(
+            "SELECT p.id, p.subject, p.position, p.status, p.sent_at, \
+             CASE WHEN p.status = 'sent' THEN COALESCE( \
+             (SELECT MIN(i.id) FROM issues i WHERE i.post_id = p.id), \
+             (SELECT MIN(i.id) FROM issues i WHERE i.post_id IS NULL AND i.created_at = p.sent_at) \
+             ) END AS issue_id \
+             FROM posts p ORDER BY p.position, p.id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(PostListing::try_from).collect()
     }
 
     async fn get_post(&self, post_id: i64) -> StoreResult<Option<Post>> {

@@ -7,8 +7,8 @@ use super::{DeliverySql, IssueSql, SubscriberSql};
 use crate::config::Backend;
 use crate::links::TokenKey;
 use crate::store::{
-    AdminStore, DeliveryStore, InstanceStore, IssueStore, PostStore, Store, StoreError,
-    StoreResult, SubscriberAdminStore, SubscriberStore,
+    AdminStore, DeliveryStore, GrowthStore, InstanceStore, IssueStore, PostStore, Store,
+    StoreError, StoreResult, SubscriberAdminStore, SubscriberStore,
 };
 
 #[async_trait]
@@ -16,6 +16,7 @@ impl<B> Store for B
 where
     B: SubscriberSql + IssueSql + DeliverySql,
     B: SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore + AdminStore,
+    B: GrowthStore,
     B: SubscriberAdminStore,
     for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,

@@ -77,6 +77,13 @@ async fn a_person_logs_in_and_out() {
     assert_usable(&browser, "the dashboard").await;
     browser
         .client()
+        .goto(&app.url("/admin/settings"))
+        .await
+        .unwrap();
+    assert_usable(&browser, "the settings page").await;
+    browser.client().goto(&app.url("/admin")).await.unwrap();
+    browser
+        .client()
         .find(Locator::Css("form.logout button"))
         .await
         .unwrap()

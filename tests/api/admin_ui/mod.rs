@@ -2,7 +2,12 @@
 //! checked in the database. (`browser.rs` drives the same pages in Chromium.)
 
 pub mod browser;
+mod browser_posts;
 mod browser_subscribers;
+mod dashboard;
+mod post_preview;
+mod posts;
+mod screenshots;
 mod session;
 mod subscribers;
 
@@ -20,6 +25,9 @@ pub const ADMIN_PASSWORD: &str = "a long enough password";
 /// their own tests).
 pub const PAGES: &[&str] = &[
     "/admin",
+    "/admin/settings",
+    "/admin/posts",
+    "/admin/posts/new",
     // Subscribers (a subscriber's page and the erase page: subscribers.rs).
     "/admin/subscribers",
     "/admin/subscribers?q=a&status=confirmed",
