@@ -18,6 +18,7 @@ pub mod render;
 pub mod schedule;
 pub mod signups;
 pub mod store;
+pub mod subscriber_admin;
 pub mod subscriber_csv;
 pub mod supervisor;
 pub mod telemetry;

@@ -26,15 +26,19 @@ pub enum ConsentKind {
     OperatorAdd,
     /// Too many hard bounces: no longer mailed.
     Bounced,
+    /// The operator erased the subscriber's personal data (GDPR art. 17);
+    /// the log keeps the events, with nothing that names the person.
+    Erased,
 }
 
 impl ConsentKind {
-    pub const ALL: [ConsentKind; 5] = [
+    pub const ALL: [ConsentKind; 6] = [
         ConsentKind::Signup,
         ConsentKind::Confirm,
         ConsentKind::Unsubscribe,
         ConsentKind::OperatorAdd,
         ConsentKind::Bounced,
+        ConsentKind::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl ConsentKind {
             ConsentKind::Unsubscribe => "unsubscribe",
             ConsentKind::OperatorAdd => "operator_add",
             ConsentKind::Bounced => "bounced",
+            ConsentKind::Erased => "erased",
         }
     }
 

@@ -276,6 +276,8 @@ pub struct SubscriberQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperatorSource {
     Cli,
+    /// The admin web UI's form.
+    Admin,
     /// A CSV import run with `--send-confirmations`.
     Import,
     /// A CSV import: pending rows wait, with no email, since a list of
@@ -287,6 +289,7 @@ impl OperatorSource {
     pub fn as_str(self) -> &'static str {
         match self {
             OperatorSource::Cli => "cli",
+            OperatorSource::Admin => "admin",
             OperatorSource::Import | OperatorSource::ImportWithoutEmail => "import",
         }
     }

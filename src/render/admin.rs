@@ -64,6 +64,27 @@ const ADMIN_TEMPLATES: &[(&str, &str)] = &[
         "send_now",
         include_str!("../../templates/admin/send_now.html.hbs"),
     ),
+    // Subscribers.
+    (
+        "subscribers",
+        include_str!("../../templates/admin/subscribers.html.hbs"),
+    ),
+    (
+        "subscriber",
+        include_str!("../../templates/admin/subscriber.html.hbs"),
+    ),
+    (
+        "subscriber_erase",
+        include_str!("../../templates/admin/subscriber_erase.html.hbs"),
+    ),
+    (
+        "subscribers_import",
+        include_str!("../../templates/admin/subscribers_import.html.hbs"),
+    ),
+    (
+        "subscribers_import_preview",
+        include_str!("../../templates/admin/subscribers_import_preview.html.hbs"),
+    ),
 ];
 
 /// The admin templates, compiled once: they are part of the binary.

@@ -1,11 +1,12 @@
 //! Storage. One trait, [`Store`], made of a part per aggregate
 //! ([`SubscriberStore`], [`PostStore`], [`IssueStore`], [`DeliveryStore`],
-//! [`InstanceStore`], [`AdminStore`]),
+//! [`InstanceStore`], [`AdminStore`], [`SubscriberAdminStore`]),
 //! with a SQLite and a PostgreSQL implementation. Each backend is a folder
 //! split the same way, so the same file can be read side by side in both.
 //! All SQL lives there; the rules it carries out live in `crate::domain`.
 //! Callers get plain domain values and never see which backend answers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{
     ClaimRequest, ClaimedDelivery, DeliveryCounts, DeliveryOutcome, UnsentDelivery, UnsentQuery,
 };
+use crate::domain::erasure::EraseOutcome;
 use crate::domain::growth::DailyChanges;
 use crate::domain::instance::{Rescue, RescuedClaims};
 use crate::domain::issue::{CreateIssueOutcome, IssueMeta, IssueSummary, NewIssue, NextSend};
@@ -33,6 +35,8 @@ use crate::domain::subscriber::{
     AddOutcome, OperatorSubscriber, Subscriber, SubscriberCounts, SubscriberQuery,
     SubscriberStatus, UnsubscribeOutcome,
 };
+use crate::domain::subscriber_record::{SubscriberDelivery, SubscriberRecord};
+use crate::domain::subscriber_search::{SearchHit, SubscriberSearch};
 use crate::links::TokenKey;
 
 mod message_ids;
@@ -68,7 +72,14 @@ pub enum StoreError {
 /// The whole store: the backend's own needs, and every aggregate's part.
 #[async_trait]
 pub trait Store:
-    SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore + AdminStore + GrowthStore
+    SubscriberStore
+    + PostStore
+    + IssueStore
+    + DeliveryStore
+    + InstanceStore
+    + AdminStore
+    + GrowthStore
+    + SubscriberAdminStore
 {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> StoreResult<()>;
@@ -108,7 +119,7 @@ pub trait SubscriberStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<ConfirmLink>;
     async fn subscriber_exists(&self, subscriber_id: i64) -> StoreResult<bool>;
-    /// The address of a subscriber, whatever their status.
+    /// The address of a subscriber, whatever their status; `None` once erased.
     async fn subscriber_email(&self, subscriber_id: i64) -> StoreResult<Option<String>>;
     /// The id and status of whoever has this address, if anyone.
     async fn subscriber_by_email(
@@ -135,6 +146,7 @@ pub trait SubscriberStore: Send + Sync + 'static {
             .pop()
             .ok_or_else(|| StoreError::Corrupt("an added subscriber without an outcome".into()))
     }
+    /// One page in id order; erased records (`domain::erasure`) are left out.
     async fn list_subscribers(&self, query: SubscriberQuery) -> StoreResult<Vec<Subscriber>>;
     async fn subscriber_counts(&self) -> StoreResult<SubscriberCounts>;
     /// The consent log of one subscriber, oldest first.
@@ -266,6 +278,44 @@ pub trait GrowthStore: Send + Sync + 'static {
     /// Per day since `since`: who confirmed (bounced addresses aside) and
     /// who unsubscribed after confirming.
     async fn daily_changes(&self, since: DateTime<Utc>) -> StoreResult<DailyChanges>;
+}
+
+/// What the admin's subscriber pages read and do beyond the list (the
+/// rules are in `crate::domain::subscriber_search` and
+/// `crate::domain::erasure`).
+#[async_trait]
+pub trait SubscriberAdminStore: Send + Sync + 'static {
+    /// One page of a search, in (key, id) order, each (field, status) read
+    /// as a range of its index; erased records are left out.
+    async fn search_subscribers(&self, search: &SubscriberSearch) -> StoreResult<Vec<SearchHit>>;
+    async fn subscriber_record(&self, subscriber_id: i64) -> StoreResult<Option<SubscriberRecord>>;
+    /// The emails sent to a subscriber, newest first, with ids below
+    /// `before`.
+    async fn subscriber_deliveries(
+        &self,
+        subscriber_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<SubscriberDelivery>>;
+    /// Which of `emails` are on the list (as stored: lowercased).
+    async fn existing_emails(&self, emails: &[String]) -> StoreResult<HashSet<String>>;
+    /// Unsubscribes as `unsubscribe` does, with the operator's `detail`
+    /// in the consent log instead of a reader's IP and user agent.
+    async fn unsubscribe_by_operator(
+        &self,
+        subscriber_id: i64,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<UnsubscribeOutcome>;
+    /// Removes the subscriber's personal data from every table, in one
+    /// transaction, and logs an `erased` event with `detail` and nothing
+    /// personal (see `domain::erasure`). Their pending emails are skipped.
+    async fn erase_subscriber(
+        &self,
+        subscriber_id: i64,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<EraseOutcome>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

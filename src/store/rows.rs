@@ -13,6 +13,8 @@ use crate::domain::delivery::{
 use crate::domain::issue::{IssueMeta, IssueProgress, IssueSummary, ScheduleMode};
 use crate::domain::post::{Post, PostCounts, PostListing, PostStatus};
 use crate::domain::subscriber::{Subscriber, SubscriberCounts, SubscriberStatus};
+use crate::domain::subscriber_record::{SentEmail, SubscriberDelivery, SubscriberRecord};
+use crate::domain::subscriber_search::SearchHit;
 
 /// SQLite's time column: milliseconds since the epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type, serde::Serialize)]
@@ -416,4 +418,115 @@ impl<T: Into<DateTime<Utc>>> From<AdminSessionRow<T>> for AdminSession {
 pub struct DayCountRow {
     pub day: i64,
     pub count: i64,
+}
+
+// ---- The admin's subscriber pages (search, a subscriber, erasure).
+
+/// A search hit: the key that matched, then the subscriber.
+#[derive(sqlx::FromRow)]
+pub(super) struct SearchHitRow<T> {
+    search_key: String,
+    #[sqlx(flatten)]
+    subscriber: SubscriberRow<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<SearchHitRow<T>> for SearchHit {
+    type Error = StoreError;
+
+    fn try_from(row: SearchHitRow<T>) -> StoreResult<Self> {
+        Ok(SearchHit {
+            key: row.search_key,
+            subscriber: row.subscriber.try_into()?,
+        })
+    }
+}
+
+pub(super) const SUBSCRIBER_RECORD_COLUMNS: &str = "id, email, name, status, bounce_count, \
+     created_at, confirmed_at, unsubscribed_at, erased_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SubscriberRecordRow<T> {
+    id: i64,
+    email: String,
+    name: Option<String>,
+    status: String,
+    bounce_count: i64,
+    created_at: T,
+    confirmed_at: Option<T>,
+    unsubscribed_at: Option<T>,
+    erased_at: Option<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<SubscriberRecordRow<T>> for SubscriberRecord {
+    type Error = StoreError;
+
+    fn try_from(row: SubscriberRecordRow<T>) -> StoreResult<Self> {
+        Ok(SubscriberRecord {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            status: subscriber_status(&row.status)?,
+            bounce_count: row.bounce_count,
+            created_at: row.created_at.into(),
+            confirmed_at: row.confirmed_at.map(Into::into),
+            unsubscribed_at: row.unsubscribed_at.map(Into::into),
+            erased_at: row.erased_at.map(Into::into),
+        })
+    }
+}
+
+/// One email to a subscriber, with its post's subject when it was an issue.
+#[derive(sqlx::FromRow)]
+pub(super) struct SubscriberDeliveryRow<T> {
+    id: i64,
+    kind: String,
+    issue_id: Option<i64>,
+    subject: Option<String>,
+    status: String,
+    attempts: i64,
+    created_at: T,
+    sent_at: Option<T>,
+}
+
+impl<T: Into<DateTime<Utc>>> TryFrom<SubscriberDeliveryRow<T>> for SubscriberDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: SubscriberDeliveryRow<T>) -> StoreResult<Self> {
+        let email = match (row.kind.as_str(), row.issue_id) {
+            ("confirmation", _) => SentEmail::Confirmation,
+            ("issue", Some(issue_id)) => SentEmail::Issue {
+                issue_id,
+                subject: row.subject.unwrap_or_default(),
+            },
+            _ => return Err(corrupt("delivery kind", &row.kind)),
+        };
+        Ok(SubscriberDelivery {
+            id: row.id,
+            email,
+            status: delivery_status(&row.status)?,
+            attempts: row.attempts,
+            created_at: row.created_at.into(),
+            sent_at: row.sent_at.map(Into::into),
+        })
+    }
+}
+
+/// A consent event as an erasure rewrites it.
+#[derive(sqlx::FromRow)]
+pub(super) struct ConsentDetailRow {
+    pub id: i64,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+impl ConsentDetailRow {
+    pub fn kind(&self) -> StoreResult<ConsentKind> {
+        ConsentKind::parse(&self.kind).ok_or_else(|| corrupt("consent kind", &self.kind))
+    }
+}
+
+/// Whether a subscriber is there to erase.
+#[derive(sqlx::FromRow)]
+pub(super) struct ErasureStateRow<T> {
+    pub erased_at: Option<T>,
 }

@@ -38,6 +38,7 @@ const TABLES: [(&str, &[(&str, Kind)]); 7] = [
             ("confirmed_at", Time),
             ("unsubscribed_at", Time),
             ("last_confirmation_sent_at", Time),
+            ("erased_at", Time),
         ],
     ),
     (

@@ -54,3 +54,63 @@ impl TestDatabase {
         }
     }
 }
+
+/// Every `table.column` of the database at `url` whose text holds
+/// `needle` (ASCII case aside): for checking that something is gone from
+/// every table, including tables added after the test was written.
+#[allow(dead_code)] // not every suite looks for traces
+pub async fn mentions(url: &str, needle: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let pattern = format!("%{needle}%");
+    let mut found = Vec::new();
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+        for table in tables {
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                .bind(&table)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap();
+            for column in columns {
+                let count: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS TEXT) LIKE ?"
+                ))
+                .bind(&pattern)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+                if count > 0 {
+                    found.push(format!("{table}.{column}"));
+                }
+            }
+        }
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public'",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+        for (table, column) in columns {
+            let count: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS TEXT) ILIKE $1"
+            ))
+            .bind(&pattern)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+            if count > 0 {
+                found.push(format!("{table}.{column}"));
+            }
+        }
+    }
+    found
+}

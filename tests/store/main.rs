@@ -20,4 +20,5 @@ mod issue_reports;
 mod issues;
 mod posts;
 mod signup;
+mod subscriber_admin;
 mod subscribers;

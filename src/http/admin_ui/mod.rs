@@ -30,6 +30,9 @@ mod posts;
 mod preview;
 mod session;
 mod settings;
+mod subscriber_import;
+mod subscriber_page;
+mod subscribers;
 
 pub use csrf::{same_origin, CSRF_FIELD, CSRF_HEADER};
 pub use error::AdminError;
@@ -84,6 +87,29 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route(
             "/issues/{id}/retry",
             get(issue_actions::confirm_retry).post(issue_actions::retry),
+        )
+        // Subscribers: the list, one subscriber, import and export.
+        .route(
+            "/subscribers",
+            get(subscribers::list).post(subscribers::add),
+        )
+        .route("/subscribers/export.csv", get(subscribers::export))
+        .route(
+            "/subscribers/import",
+            get(subscriber_import::form).post(subscriber_import::preview),
+        )
+        .route(
+            "/subscribers/import/confirm",
+            post(subscriber_import::confirm),
+        )
+        .route("/subscribers/{id}", get(subscriber_page::show))
+        .route(
+            "/subscribers/{id}/unsubscribe",
+            post(subscriber_page::unsubscribe),
+        )
+        .route(
+            "/subscribers/{id}/erase",
+            get(subscriber_page::confirm_erase).post(subscriber_page::erase),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -30,6 +30,7 @@ mod instances;
 mod issues;
 mod posts;
 mod store;
+mod subscriber_admin;
 mod subscribers;
 
 pub(super) use subscribers::SubscriberWrites;
@@ -51,6 +52,13 @@ pub(super) trait Dialect: Database {
     /// Deliveries by status, as `status, count` rows, counted the way
     /// that is cheapest on this database.
     const COUNT_DELIVERIES: &'static str;
+    /// The search keys of `domain::subscriber_search`, written as the
+    /// indexes of migration 0005 hold them (a query must match the text).
+    const SEARCH_EMAIL: &'static str;
+    const SEARCH_DOMAIN: &'static str;
+    const SEARCH_NAME: &'static str;
+    /// `email` is one of the strings in the JSON array `$1`.
+    const EMAIL_IN_JSON: &'static str;
     /// How many rows a statement changed (each driver has its own result).
     fn rows_affected(result: &Self::QueryResult) -> u64;
     /// Whole days from the time bound as `$1` to `column`'s time.
@@ -72,6 +80,11 @@ impl Dialect for sqlx::Sqlite {
     const COUNT_DELIVERIES: &'static str = "SELECT status, SUM(n) AS count FROM \
          (SELECT status, COUNT(*) AS n FROM deliveries GROUP BY issue_id, status) \
          GROUP BY status";
+    /// SQLite's lower() folds ASCII only; text compares bytewise.
+    const SEARCH_EMAIL: &'static str = "lower(email)";
+    const SEARCH_DOMAIN: &'static str = "substr(lower(email), instr(email, '@'))";
+    const SEARCH_NAME: &'static str = "lower(name)";
+    const EMAIL_IN_JSON: &'static str = "email IN (SELECT value FROM json_each($1))";
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
@@ -99,6 +112,13 @@ impl Dialect for sqlx::Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const COUNT_DELIVERIES: &'static str =
         "SELECT status, COUNT(*) AS count FROM deliveries GROUP BY status";
+    /// In the "C" collation, as SQLite: lower() folds ASCII only, and
+    /// text compares bytewise, so a prefix is one range.
+    const SEARCH_EMAIL: &'static str = "lower(email COLLATE \"C\")";
+    const SEARCH_DOMAIN: &'static str = "substr(lower(email COLLATE \"C\"), strpos(email, '@'))";
+    const SEARCH_NAME: &'static str = "lower(name COLLATE \"C\")";
+    const EMAIL_IN_JSON: &'static str =
+        "email IN (SELECT json_array_elements_text(CAST($1 AS json)))";
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()

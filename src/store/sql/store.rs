@@ -8,7 +8,7 @@ use crate::config::Backend;
 use crate::links::TokenKey;
 use crate::store::{
     AdminStore, DeliveryStore, GrowthStore, InstanceStore, IssueStore, PostStore, Store,
-    StoreError, StoreResult, SubscriberStore,
+    StoreError, StoreResult, SubscriberAdminStore, SubscriberStore,
 };
 
 #[async_trait]
@@ -17,6 +17,7 @@ where
     B: SubscriberSql + IssueSql + DeliverySql,
     B: SubscriberStore + PostStore + IssueStore + DeliveryStore + InstanceStore + AdminStore,
     B: GrowthStore,
+    B: SubscriberAdminStore,
     for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
     for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db>,

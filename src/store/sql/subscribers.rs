@@ -109,6 +109,44 @@ where
         .await?)
     }
 
+    /// Unsubscribes by the domain's rule, in the caller's transaction, with
+    /// `detail` in the consent log; writes nothing unless the outcome is
+    /// `Unsubscribed`.
+    pub async fn unsubscribe(
+        connection: &mut DB::Connection,
+        subscriber_id: i64,
+        consent: &ConsentContext,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<UnsubscribeOutcome> {
+        let Some(row) = Self::lock_subscriber(connection, subscriber_id).await? else {
+            return Ok(UnsubscribeOutcome::Unknown);
+        };
+        let outcome = subscriber::unsubscribe(rows::subscriber_status(&row.status)?);
+        if outcome != UnsubscribeOutcome::Unsubscribed {
+            return Ok(outcome);
+        }
+        let now_stored = DB::Time::from(now);
+        sqlx::query(
+            "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $1 WHERE id = $2",
+        )
+        .bind(now_stored)
+        .bind(subscriber_id)
+        .execute(&mut *connection)
+        .await?;
+        // An older confirmation link must not undo this.
+        sqlx::query(
+            "UPDATE confirmations SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL",
+        )
+        .bind(now_stored)
+        .bind(subscriber_id)
+        .execute(&mut *connection)
+        .await?;
+        let (email, kind) = (row.email.as_str(), ConsentKind::Unsubscribe);
+        Self::record_consent(connection, subscriber_id, email, kind, consent, detail, now).await?;
+        Ok(outcome)
+    }
+
     /// One entry of the consent log, in the caller's transaction.
     pub async fn record_consent(
         connection: &mut DB::Connection,
@@ -416,11 +454,12 @@ where
     }
 
     async fn subscriber_email(&self, subscriber_id: i64) -> StoreResult<Option<String>> {
-        let row: Option<EmailAndStatus> =
-            sqlx::query_as("SELECT email, status FROM subscribers WHERE id = $1")
-                .bind(subscriber_id)
-                .fetch_optional(self.pool())
-                .await?;
+        let row: Option<EmailAndStatus> = sqlx::query_as(
+            "SELECT email, status FROM subscribers WHERE id = $1 AND erased_at IS NULL",
+        )
+        .bind(subscriber_id)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.map(|row| row.email))
     }
 
@@ -445,44 +484,14 @@ where
         now: DateTime<Utc>,
     ) -> StoreResult<UnsubscribeOutcome> {
         let mut tx = self.write().await?;
-        let row = SubscriberWrites::<B::Db>::lock_subscriber(&mut tx, subscriber_id).await?;
-        let Some(row) = row else {
+        let outcome =
+            SubscriberWrites::<B::Db>::unsubscribe(&mut tx, subscriber_id, &consent, None, now)
+                .await?;
+        if outcome == UnsubscribeOutcome::Unsubscribed {
+            B::commit(tx).await?;
+        } else {
             B::roll_back(tx).await?;
-            return Ok(UnsubscribeOutcome::Unknown);
-        };
-        let outcome = subscriber::unsubscribe(rows::subscriber_status(&row.status)?);
-        if outcome != UnsubscribeOutcome::Unsubscribed {
-            B::roll_back(tx).await?;
-            return Ok(outcome);
         }
-        let now_stored = <B::Db as Dialect>::Time::from(now);
-        sqlx::query(
-            "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $1 WHERE id = $2",
-        )
-        .bind(now_stored)
-        .bind(subscriber_id)
-        .execute(&mut *tx)
-        .await?;
-        // An older confirmation link must not undo this.
-        sqlx::query(
-            "UPDATE confirmations SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL",
-        )
-        .bind(now_stored)
-        .bind(subscriber_id)
-        .execute(&mut *tx)
-        .await?;
-        let (email, kind) = (row.email.as_str(), ConsentKind::Unsubscribe);
-        SubscriberWrites::<B::Db>::record_consent(
-            &mut tx,
-            subscriber_id,
-            email,
-            kind,
-            &consent,
-            None,
-            now,
-        )
-        .await?;
-        B::commit(tx).await?;
         Ok(outcome)
     }
 
@@ -500,15 +509,35 @@ where
     }
 
     async fn list_subscribers(&self, query: SubscriberQuery) -> StoreResult<Vec<Subscriber>> {
-        let rows: Vec<SubscriberRow<<B::Db as Dialect>::Time>> = sqlx::query_as(&format!(
+        // Two statements, so each has its index: (status, id) for one
+        // status, the primary key for all. Erased records are no one's.
+        let by_status = format!(
             "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers \
-             WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(query.status.map(|status| status.as_str()))
-        .bind(query.after.unwrap_or(0))
-        .bind(i64::from(query.limit))
-        .fetch_all(self.pool())
-        .await?;
+             WHERE status = $1 AND id > $2 AND erased_at IS NULL ORDER BY id LIMIT $3"
+        );
+        let everyone = format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers \
+             WHERE id > $1 AND erased_at IS NULL ORDER BY id LIMIT $2"
+        );
+        let after = query.after.unwrap_or(0);
+        let limit = i64::from(query.limit);
+        let rows: Vec<SubscriberRow<<B::Db as Dialect>::Time>> = match query.status {
+            Some(status) => {
+                sqlx::query_as(&by_status)
+                    .bind(status.as_str())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query_as(&everyone)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
         rows.into_iter().map(Subscriber::try_from).collect()
     }
 

@@ -4,12 +4,14 @@
 pub mod browser;
 mod browser_issues;
 mod browser_posts;
+mod browser_subscribers;
 mod dashboard;
 mod issues;
 mod post_preview;
 mod posts;
 mod screenshots;
 mod session;
+mod subscribers;
 
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::{Method, Response};
@@ -29,6 +31,10 @@ pub const PAGES: &[&str] = &[
     "/admin/posts",
     "/admin/posts/new",
     "/admin/issues",
+    // Subscribers (a subscriber's page and the erase page: subscribers.rs).
+    "/admin/subscribers",
+    "/admin/subscribers?q=a&status=confirmed",
+    "/admin/subscribers/import",
 ];
 
 /// Creates the account `tidings admin add` would.
