@@ -114,14 +114,14 @@ pub struct IssueSummary {
     pub progress: IssueProgress,
 }
 
-/// What a send-now would send: the head of the queue, and how many are
-/// confirmed (every one of them in broadcast mode; at most that many in
-/// sequence mode).
+/// What a send-now would send: the head of the queue, and whether anyone
+/// is confirmed to get it. (How many are is a count of the whole list,
+/// which the pages take from the counts snapshot.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextSend {
     pub post_id: Option<i64>,
     pub subject: Option<String>,
-    pub confirmed: i64,
+    pub anyone_confirmed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -11,11 +11,15 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::chart::growth_svg;
+use super::issues::issue_view;
 use super::{page, AdminError, AdminUser, Section, SharedState};
 use crate::domain::growth::{growth, window_start, GrowthDay};
 use crate::domain::issue::ScheduleMode;
 use crate::domain::post::PostStatus;
 use crate::http::metrics::counts_snapshot;
+
+/// How many of the latest issues the dashboard shows.
+const RECENT_ISSUES: u32 = 5;
 
 /// The chart changes by the day: it is counted at most this often.
 const GROWTH_MAX_AGE: Duration = Duration::from_secs(600);
@@ -127,6 +131,14 @@ pub async fn show(
         _ => 0,
     };
     let joined: i64 = days.iter().map(|day| day.joined).sum();
+    let zone = state.settings.schedule.timezone;
+    let recent: Vec<Value> = state
+        .store()
+        .list_issues(None, RECENT_ISSUES)
+        .await?
+        .iter()
+        .map(|issue| issue_view(issue, zone))
+        .collect();
     let left: i64 = days.iter().map(|day| day.left).sum();
     page(
         &state,
@@ -149,6 +161,7 @@ pub async fn show(
                 "left": left,
             },
             "checks": problems(&state),
+            "recent_issues": recent,
         }),
     )
 }

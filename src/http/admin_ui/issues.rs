@@ -116,7 +116,7 @@ fn progress_view(progress: &IssueProgress) -> serde_json::Value {
     })
 }
 
-fn issue_view(issue: &IssueSummary, timezone: Tz) -> serde_json::Value {
+pub(super) fn issue_view(issue: &IssueSummary, timezone: Tz) -> serde_json::Value {
     json!({
         "id": issue.id,
         "number": issue.number,

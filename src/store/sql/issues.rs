@@ -279,14 +279,17 @@ where
         )
         .fetch_optional(self.pool())
         .await?;
-        let confirmed: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM subscribers WHERE status = 'confirmed'")
-                .fetch_one(self.pool())
-                .await?;
+        // One row of the (status, id) index, not a count of the list.
+        let confirmed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM subscribers WHERE status = 'confirmed' LIMIT 1) \
+             AS anyone",
+        )
+        .fetch_one(self.pool())
+        .await?;
         Ok(NextSend {
             post_id: head.as_ref().map(|head| head.id),
             subject: head.map(|head| head.subject),
-            confirmed,
+            anyone_confirmed: confirmed > 0,
         })
     }
 

@@ -10,7 +10,27 @@ use crate::on_both_backends;
 on_both_backends!(
     the_dashboard_names_the_next_send_the_list_and_its_growth,
     the_settings_page_shows_the_config_without_its_secrets,
+    the_dashboard_shows_the_latest_issues_with_their_counts,
 );
+
+async fn the_dashboard_shows_the_latest_issues_with_their_counts(backend: Backend) {
+    let app = spawn_with(Options::new(backend), |_| {}).await;
+    let admin = log_in(&app).await;
+    assert!(admin
+        .page("/admin")
+        .await
+        .contains("Nothing has been sent yet"));
+    app.add_confirmed(2).await;
+    app.enqueue("Agree on the exit", "Body").await;
+    assert_eq!(app.send_now().await.status(), 202);
+    app.wait_until_idle().await;
+    let html = admin.page("/admin").await;
+    assert!(html.contains("Agree on the exit</a>"), "{html}");
+    assert!(
+        html.contains("2 sent · 0 failed · 0 pending · 0 skipped, of 2"),
+        "{html}"
+    );
+}
 
 async fn the_dashboard_names_the_next_send_the_list_and_its_growth(backend: Backend) {
     let app = spawn_with(Options::new(backend), |settings| {
