@@ -108,8 +108,8 @@ for backend in $BACKENDS; do
         die "BENCH_BACKENDS: unknown backend '$backend' (sqlite, postgres)"
 done
 for part in $PARTS; do
-    [[ $part == delivery || $part == big || $part == signup || $part == bare || $part == dkim ]] ||
-        die "BENCH_PARTS: unknown part '$part' (delivery, big, signup, bare, dkim)"
+    [[ " delivery big signup bare dkim admin " == *" $part "* ]] ||
+        die "BENCH_PARTS: unknown part '$part' (delivery, big, signup, bare, dkim, admin)"
 done
 wants() { [[ " $PARTS " == *" $1 "* ]]; }
 
