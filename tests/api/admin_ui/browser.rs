@@ -99,3 +99,47 @@ async fn a_person_logs_in_and_out() {
         .await;
     browser.close().await;
 }
+
+/// The pages no flow above passes through: a sent post (read only), the
+/// delete question, the import form and an error page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_pages_pass_the_checks() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await;
+    let sent = app.enqueue("A tip that went out", "Body").await;
+    let queued = app.enqueue("A tip still queued", "Body").await;
+    app.add_confirmed(1).await;
+    assert_eq!(app.send_now().await.status(), 202);
+    app.wait_until_idle().await;
+    browser_log_in(&browser, &app).await;
+    for (path, what, marker) in [
+        (
+            format!("/admin/posts/{sent}"),
+            "a sent post",
+            "A tip that went out",
+        ),
+        (
+            format!("/admin/posts/{queued}/delete"),
+            "the delete question",
+            "A tip still queued",
+        ),
+        (
+            "/admin/subscribers/import".to_owned(),
+            "the import form",
+            "CSV",
+        ),
+        (
+            "/admin/posts/999999".to_owned(),
+            "an error page",
+            "Not found",
+        ),
+    ] {
+        browser.client().goto(&app.url(&path)).await.unwrap();
+        let text: String = browser.eval("document.body.innerText").await;
+        assert!(text.contains(marker), "{what}: {text}");
+        assert_usable(&browser, what).await;
+    }
+    browser.close().await;
+}

@@ -26,7 +26,11 @@ async fn newsletter_with_history() -> TestApp {
     let today = Utc::now();
     for days_ago in (1..=80).rev() {
         // A slow start, then a steadier stream after a talk in week six.
-        let joined = if days_ago > 45 { days_ago % 3 } else { 4 + days_ago % 5 };
+        let joined = if days_ago > 45 {
+            days_ago % 3
+        } else {
+            4 + days_ago % 5
+        };
         store
             .bulk_insert_confirmed(
                 joined as u64,
@@ -42,7 +46,8 @@ async fn newsletter_with_history() -> TestApp {
     }
     app.subscribe_json(serde_json::json!({ "email": "alan@example.net", "name": "Alan" }))
         .await;
-    app.mail.fail_next("grace.hopper@example.com", &[Reply::Permanent]);
+    app.mail
+        .fail_next("grace.hopper@example.com", &[Reply::Permanent]);
     for _ in 0..3 {
         assert_eq!(app.send_now().await.status(), 202);
         app.wait_until_idle().await;
