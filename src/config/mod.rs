@@ -17,12 +17,11 @@ use serde::{Deserialize, Deserializer};
 
 pub use crate::domain::issue::ScheduleMode;
 pub use dkim::DkimSigner;
-pub use effective::{effective, ShownKey, ShownSection};
 pub use secrets::redact;
 use secrets::{secret_token, whitespace_tokens_in_environment};
 
 mod dkim;
-mod effective;
+pub mod effective;
 mod secrets;
 mod size;
 
@@ -112,8 +111,7 @@ pub struct DatabaseSettings {
     pub url: String,
     pub backend: Backend,
     pub max_connections: u32,
-    /// Signups stop below this many free bytes on a SQLite file's
-    /// filesystem; 0 turns the guard off. PostgreSQL's disk is the server's.
+    /// Signups stop below this many free bytes on a SQLite file's disk; 0: off.
     pub min_free_space: u64,
 }
 

@@ -8,7 +8,7 @@ use axum::Extension;
 use serde_json::json;
 
 use super::{page, AdminError, AdminUser, Section, SharedState};
-use crate::config::effective;
+use crate::config::effective::effective;
 use crate::domain::deliverability::Severity;
 
 pub async fn show(

@@ -11,6 +11,7 @@ mod post_preview;
 mod posts;
 mod screenshots;
 mod session;
+mod subscriber_import;
 mod subscribers;
 
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
