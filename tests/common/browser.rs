@@ -196,6 +196,17 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{expression} gave {value}: {error}"))
     }
 
+    /// Clicks the first element `css` finds, and panics naming it if none.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("{css}: {error}"))
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("click {css}: {error}"));
+    }
+
     /// Waits (up to 5 s) until a JavaScript expression is true, and
     /// panics otherwise.
     pub async fn wait_for(&self, condition: &str) {

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use fantoccini::Locator;
-
 use super::browser::{assert_usable, browser_log_in};
 use crate::browser::Browser;
 use crate::helpers::{spawn_with, Backend, Options, Reply, TestApp};
@@ -20,17 +18,6 @@ async fn wait_long(browser: &Browser, condition: &str, seconds: u64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn click(browser: &Browser, css: &str) {
-    browser
-        .client()
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css}: {error}"))
-        .click()
-        .await
-        .unwrap();
 }
 
 async fn count(browser: &Browser, part: &str) -> String {
@@ -86,7 +73,7 @@ async fn sends_an_issue_and_sees_its_report() {
         .await
         .unwrap();
     assert_usable(&browser, "the list of issues, empty").await;
-    click(&browser, "a[href='/admin/issues/send-now']").await;
+    browser.click("a[href='/admin/issues/send-now']").await;
     browser
         .wait_for("location.pathname === '/admin/issues/send-now'")
         .await;
@@ -98,7 +85,7 @@ async fn sends_an_issue_and_sees_its_report() {
         "{offer}"
     );
     assert_usable(&browser, "the send-now confirmation").await;
-    click(&browser, "main form button[type=submit]").await;
+    browser.click("main form button[type=submit]").await;
     browser.wait_for(ON_AN_ISSUE_PAGE).await;
     let issue = issue_id(&browser).await;
     // Marks this page: a reload would lose the mark.
@@ -154,7 +141,7 @@ async fn retries_a_failure() {
         .await
         .unwrap();
     assert_usable(&browser, "the list of issues").await;
-    click(&browser, "main table a[href^='/admin/issues/']").await;
+    browser.click("main table a[href^='/admin/issues/']").await;
     browser.wait_for(ON_AN_ISSUE_PAGE).await;
     let issue = issue_id(&browser).await;
     assert_eq!(progress(&app, issue).await, (2, 1, 0));
@@ -163,7 +150,7 @@ async fn retries_a_failure() {
         .await;
     assert!(report.contains("554 5.7.1"), "{report}");
 
-    click(&browser, "a[href$='/retry']").await;
+    browser.click("a[href$='/retry']").await;
     browser
         .wait_for(&format!(
             "location.pathname === '/admin/issues/{issue}/retry'"
@@ -174,7 +161,7 @@ async fn retries_a_failure() {
         .await;
     assert!(offer.contains("1 delivery will be sent again"), "{offer}");
     assert_usable(&browser, "the retry confirmation").await;
-    click(&browser, "main form button[type=submit]").await;
+    browser.click("main form button[type=submit]").await;
     browser
         .wait_for(&format!("location.pathname === '/admin/issues/{issue}'"))
         .await;

@@ -11,17 +11,6 @@ use super::posts::{stored, subjects};
 use crate::browser::{Browser, Viewport};
 use crate::helpers::{spawn_app, Backend, TestApp};
 
-async fn click(browser: &Browser, css: &str) {
-    browser
-        .client()
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css}: {error}"))
-        .click()
-        .await
-        .unwrap();
-}
-
 async fn type_into(browser: &Browser, css: &str, text: &str) {
     browser
         .client()
@@ -95,7 +84,7 @@ async fn a_person_writes_a_post_and_watches_the_preview_change() {
         .unwrap();
     assert_usable(&browser, "the queue").await;
     browser.set_viewport(Viewport::DESKTOP).await;
-    click(&browser, r#"a[href="/admin/posts/new"]"#).await;
+    browser.click(r#"a[href="/admin/posts/new"]"#).await;
     browser
         .wait_for("location.pathname === '/admin/posts/new'")
         .await;
@@ -116,7 +105,9 @@ async fn a_person_writes_a_post_and_watches_the_preview_change() {
     wait_for_preview(&browser, "question before you answer.").await;
 
     // The plain-text part is a click away, and keeps following.
-    click(&browser, r#"button[formaction="/admin/preview/text"]"#).await;
+    browser
+        .click(r#"button[formaction="/admin/preview/text"]"#)
+        .await;
     let text = wait_for_preview(&browser, "Unsubscribe:").await;
     assert!(
         text.contains("Ask one open question before you answer."),
@@ -130,7 +121,7 @@ async fn a_person_writes_a_post_and_watches_the_preview_change() {
     assert_eq!(pressed, "true");
     assert!(stored(&app).await.len() == 1, "a preview stores nothing");
 
-    click(&browser, "#post-form button.primary").await;
+    browser.click("#post-form button.primary").await;
     browser
         .wait_for("document.querySelector('.notice') !== null")
         .await;
@@ -164,11 +155,12 @@ async fn a_person_reorders_the_queue() {
         .unwrap();
     assert_eq!(queue_on_page(&browser).await, ["Alpha", "Bravo", "Charlie"]);
 
-    click(
-        &browser,
-        &format!(r#"#post-{} form:has(input[value="up"]) button"#, ids[2]),
-    )
-    .await;
+    browser
+        .click(&format!(
+            r#"#post-{} form:has(input[value="up"]) button"#,
+            ids[2]
+        ))
+        .await;
     browser
         .wait_for("location.search.includes('done=moved')")
         .await;
@@ -181,11 +173,12 @@ async fn a_person_reorders_the_queue() {
     assert_usable(&browser, "the queue after a move").await;
     browser.set_viewport(Viewport::DESKTOP).await;
 
-    click(
-        &browser,
-        &format!(r#"#post-{} form:has(input[value="down"]) button"#, ids[0]),
-    )
-    .await;
+    browser
+        .click(&format!(
+            r#"#post-{} form:has(input[value="down"]) button"#,
+            ids[0]
+        ))
+        .await;
     browser
         .wait_for("document.querySelector('.notice').textContent.includes('Alpha')")
         .await;
@@ -215,7 +208,9 @@ async fn a_person_sends_a_test_email() {
         .await
         .unwrap();
     type_into(&browser, "#to", "proofreader@example.net").await;
-    click(&browser, r#"form[action$="/test"] button[type="submit"]"#).await;
+    browser
+        .click(r#"form[action$="/test"] button[type="submit"]"#)
+        .await;
     browser
         .wait_for("document.querySelector('.notice') !== null")
         .await;

@@ -30,17 +30,6 @@ async fn add(app: &TestApp, email: &str, name: &str) -> i64 {
     }
 }
 
-async fn click(browser: &Browser, css: &str) {
-    browser
-        .client()
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css}: {error}"))
-        .click()
-        .await
-        .unwrap();
-}
-
 /// 7. Searches subscribers: types in the search box, submits, and sees
 /// the match; the list and the import preview pass the checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +53,7 @@ async fn a_person_searches_subscribers() {
     assert_usable(&browser, "the subscriber list").await;
     let search = browser.client().find(Locator::Css("#q")).await.unwrap();
     search.send_keys("Ada L").await.unwrap();
-    click(&browser, "form[role=search] button[type=submit]").await;
+    browser.click("form[role=search] button[type=submit]").await;
     browser
         .wait_for("location.search.includes('q=Ada+L')")
         .await;
@@ -89,7 +78,7 @@ async fn a_person_searches_subscribers() {
         .await;
     let input = browser.client().find(Locator::Css("#file")).await.unwrap();
     input.send_keys(&file.display().to_string()).await.unwrap();
-    click(&browser, "main form button[type=submit]").await;
+    browser.click("main form button[type=submit]").await;
     browser
         .wait_for("document.querySelector('h1').textContent === 'Check the import'")
         .await;
@@ -120,19 +109,21 @@ async fn a_person_erases_a_subscriber() {
     browser
         .open(&app.url("/admin/subscribers"), Viewport::DESKTOP)
         .await;
-    click(&browser, &format!("a[href='/admin/subscribers/{id}']")).await;
+    browser
+        .click(&format!("a[href='/admin/subscribers/{id}']"))
+        .await;
     browser
         .wait_for(&format!("location.pathname === '/admin/subscribers/{id}'"))
         .await;
     assert_usable(&browser, "a subscriber's page").await;
-    click(&browser, "a.danger").await;
+    browser.click("a.danger").await;
     browser
         .wait_for(&format!(
             "location.pathname === '/admin/subscribers/{id}/erase'"
         ))
         .await;
     assert_usable(&browser, "the erase confirmation").await;
-    click(&browser, "button.danger").await;
+    browser.click("button.danger").await;
     browser
         .wait_for("location.search === '?notice=erased'")
         .await;

@@ -95,29 +95,35 @@ pub async fn log_in_as(app: &TestApp, email: &str, password: &str) -> Option<Adm
     Some(admin)
 }
 
-/// One login form submission, from a fresh login page.
-pub async fn login_attempt(app: &TestApp, email: &str, password: &str) -> Response {
+/// A fresh login page's proof: its cookie (`tidings_login=…`, for the
+/// `Cookie` header) and the hidden field that must repeat it.
+pub async fn login_form(app: &TestApp) -> (String, String) {
     let form = app
         .client
         .get(app.url("/admin/login"))
         .send()
         .await
         .unwrap();
-    let proof_cookie = set_cookie(&form, "tidings_login")
+    let cookie = set_cookie(&form, "tidings_login")
         .expect("the login page sets its proof cookie")
         .split(';')
         .next()
         .unwrap()
         .to_owned();
-    let html = form.text().await.unwrap();
+    (cookie, csrf_field(&form.text().await.unwrap()))
+}
+
+/// One login form submission, from a fresh login page.
+pub async fn login_attempt(app: &TestApp, email: &str, password: &str) -> Response {
+    let (cookie, csrf) = login_form(app).await;
     app.client
         .post(app.url("/admin/login"))
-        .header(COOKIE, proof_cookie)
+        .header(COOKIE, cookie)
         .header(ORIGIN, &app.address)
         .form(&[
             ("email", email),
             ("password", password),
-            ("csrf", &csrf_field(&html)),
+            ("csrf", &csrf),
             ("next", "/admin"),
         ])
         .send()

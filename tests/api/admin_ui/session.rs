@@ -4,8 +4,8 @@
 use reqwest::header::{COOKIE, ORIGIN};
 
 use super::{
-    add_admin, assert_csrf_protected, log_in, log_in_as, login_attempt, set_cookie, AdminClient,
-    ADMIN_EMAIL, ADMIN_PASSWORD, PAGES,
+    add_admin, assert_csrf_protected, log_in, log_in_as, login_attempt, login_form, set_cookie,
+    AdminClient, ADMIN_EMAIL, ADMIN_PASSWORD, PAGES,
 };
 use crate::helpers::{spawn_app, spawn_with, Backend, Options};
 use crate::on_both_backends;
@@ -141,19 +141,7 @@ async fn failed_logins_are_throttled_per_account_and_per_ip(backend: Backend) {
     let attempt = |client: String, email: &'static str, password: &'static str| {
         let app = &app;
         async move {
-            let form = app
-                .client
-                .get(app.url("/admin/login"))
-                .send()
-                .await
-                .unwrap();
-            let proof = set_cookie(&form, "tidings_login")
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned();
-            let csrf = super::csrf_field(&form.text().await.unwrap());
+            let (proof, csrf) = login_form(app).await;
             app.client
                 .post(app.url("/admin/login"))
                 .header(COOKIE, proof)
@@ -207,19 +195,7 @@ async fn failed_logins_are_throttled_per_account_and_per_ip(backend: Backend) {
 async fn the_login_form_refuses_a_post_from_another_site(backend: Backend) {
     let app = spawn_app(backend).await;
     add_admin(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let form = app
-        .client
-        .get(app.url("/admin/login"))
-        .send()
-        .await
-        .unwrap();
-    let proof = set_cookie(&form, "tidings_login")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = super::csrf_field(&form.text().await.unwrap());
+    let (proof, csrf) = login_form(&app).await;
     let fields = [("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)];
     let cases = [
         (
