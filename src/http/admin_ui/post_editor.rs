@@ -355,7 +355,7 @@ pub async fn send_test(
     };
     if let Err(wait) = state.admin_ui.test_emails.check(&user.email) {
         let message = format!(
-            "That is {TEST_EMAILS_PER_HOUR} test emails this hour. Wait {} before the next.",
+            "That is {TEST_EMAILS_PER_HOUR} test emails within an hour. Wait {} before the next.",
             super::error::wait_in_words(wait.seconds())
         );
         let mut response = refused(StatusCode::TOO_MANY_REQUESTS, Some(message), None)?;

@@ -13,6 +13,7 @@ use super::posts::{PageForm, PostId};
 use super::{AdminError, SharedState};
 use crate::domain::editor::Draft;
 use crate::render::admin::templates;
+use crate::render::RenderedEmail;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PreviewForm {
@@ -49,27 +50,30 @@ pub async fn note() -> Result<Response, AdminError> {
     )
 }
 
+/// The email the form as typed would make.
+async fn render_draft(
+    state: &SharedState,
+    form: &PreviewForm,
+) -> Result<RenderedEmail, AdminError> {
+    let draft = Draft::from_form(&form.subject, &form.body_markdown);
+    Ok(state
+        .newsletter
+        .draft_preview(&draft, form.post_id())
+        .await?)
+}
+
 pub async fn draft(
     State(state): State<SharedState>,
     PageForm(form): PageForm<PreviewForm>,
 ) -> Result<Response, AdminError> {
-    let draft = Draft::from_form(&form.subject, &form.body_markdown);
-    let email = state
-        .newsletter
-        .draft_preview(&draft, form.post_id())
-        .await?;
-    Ok(Html(email.html).into_response())
+    Ok(Html(render_draft(&state, &form).await?.html).into_response())
 }
 
 pub async fn draft_text(
     State(state): State<SharedState>,
     PageForm(form): PageForm<PreviewForm>,
 ) -> Result<Response, AdminError> {
-    let draft = Draft::from_form(&form.subject, &form.body_markdown);
-    let email = state
-        .newsletter
-        .draft_preview(&draft, form.post_id())
-        .await?;
+    let email = render_draft(&state, &form).await?;
     frame_page("Plain-text preview", &email.text, "")
 }
 

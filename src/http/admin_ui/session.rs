@@ -26,7 +26,7 @@ pub const LOGIN_PATH: &str = "/admin/login";
 pub struct AdminUser {
     pub admin_id: i64,
     pub email: String,
-    /// The proof every form and script of this session sends back.
+    /// The CSRF proof every form and script sends back while logged in.
     pub csrf: String,
 }
 

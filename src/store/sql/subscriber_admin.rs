@@ -222,14 +222,7 @@ where
         .bind(subscriber_id)
         .execute(&mut *tx)
         .await?;
-        // No old confirmation link may bring the record back.
-        sqlx::query(
-            "UPDATE confirmations SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL",
-        )
-        .bind(at)
-        .bind(subscriber_id)
-        .execute(&mut *tx)
-        .await?;
+        SubscriberWrites::<B::Db>::void_confirmations(&mut tx, subscriber_id, at).await?;
         let events: Vec<ConsentDetailRow> = sqlx::query_as(
             "SELECT id, kind, detail FROM consent_events WHERE subscriber_id = $1 ORDER BY id",
         )

@@ -109,6 +109,23 @@ where
         .await?)
     }
 
+    /// Uses up every confirmation link the subscriber has not used, so none
+    /// can bring the record back.
+    pub async fn void_confirmations(
+        connection: &mut DB::Connection,
+        subscriber_id: i64,
+        at: DB::Time,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE confirmations SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(subscriber_id)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
     /// Unsubscribes by the domain's rule, in the caller's transaction, with
     /// `detail` in the consent log; writes nothing unless the outcome is
     /// `Unsubscribed`.
@@ -135,13 +152,7 @@ where
         .execute(&mut *connection)
         .await?;
         // An older confirmation link must not undo this.
-        sqlx::query(
-            "UPDATE confirmations SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL",
-        )
-        .bind(now_stored)
-        .bind(subscriber_id)
-        .execute(&mut *connection)
-        .await?;
+        Self::void_confirmations(connection, subscriber_id, now_stored).await?;
         let (email, kind) = (row.email.as_str(), ConsentKind::Unsubscribe);
         Self::record_consent(connection, subscriber_id, email, kind, consent, detail, now).await?;
         Ok(outcome)
