@@ -86,9 +86,14 @@ async fn a_signup_error_takes_the_focus_on_the_first_screen() {
         browser.open(&app.url("/"), viewport).await;
         // The browser's own check lets this through; ours does not.
         submit_email(&browser, "form[action='/subscribe']", "reader@localhost").await;
-        // Autofocus runs at the page's first rendering step, just after load.
+        // The click may return before the answer replaces the form's page,
+        // whose clicked button holds the focus: wait for the answer first.
+        // Autofocus then runs at its first rendering step, just after load.
         browser
-            .wait_for("document.activeElement !== document.body")
+            .wait_for(
+                "document.getElementById('email-error') !== null \
+                 && document.activeElement !== document.body",
+            )
             .await;
         let [focused, invalid, described]: [String; 3] = browser
             .eval(
