@@ -9,12 +9,11 @@
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{page, AdminError, AdminUser, Section, SharedState};
+use super::{local_time, page, AdminError, AdminUser, Section, SharedState};
 use crate::domain::delivery::{DeliveryStatus, UnsentDelivery, UnsentQuery};
 use crate::domain::issue::{IssueProgress, IssueSummary, ScheduleMode};
 use crate::domain::retry::FailureReply;
@@ -40,13 +39,6 @@ pub(super) async fn find_issue(state: &SharedState, raw: &str) -> Result<IssueSu
         .issue_summary(id)
         .await?
         .ok_or_else(missing)
-}
-
-/// A time as the person reads it: in the schedule's time zone.
-pub(super) fn local_time(timezone: Tz, at: DateTime<Utc>) -> String {
-    at.with_timezone(&timezone)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
 }
 
 /// `1,234,567`.
@@ -340,17 +332,5 @@ mod tests {
         for bad in ["0", "-1", "4x", "", "99999999999999999999"] {
             assert_eq!(parse_id(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn times_are_shown_in_the_schedule_time_zone() {
-        let at = DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(local_time(chrono_tz::UTC, at), "2026-11-23 09:00 UTC");
-        assert_eq!(
-            local_time(chrono_tz::Europe::Berlin, at),
-            "2026-11-23 10:00 CET"
-        );
     }
 }

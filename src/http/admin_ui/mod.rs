@@ -12,6 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde_json::{json, Value};
 
 use super::SharedState;
@@ -194,4 +196,41 @@ async fn no_store(request: Request, next: Next) -> Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// A moment on an admin page, in the schedule's time zone, so that sends,
+/// signups and deliveries all read on one clock: `2026-11-23 10:00 CET`.
+pub(super) fn local_time(timezone: Tz, at: DateTime<Utc>) -> String {
+    at.with_timezone(&timezone)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+/// The same clock written out, for the moment a page is about (the next
+/// send, when a post went out): `Mon 23 Nov 2026, 10:00 CET`.
+pub(super) fn long_local_time(timezone: Tz, at: DateTime<Utc>) -> String {
+    at.with_timezone(&timezone)
+        .format("%a %-d %b %Y, %H:%M %Z")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_the_schedule_time_zone() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(local_time(chrono_tz::UTC, at), "2026-11-23 09:00 UTC");
+        assert_eq!(
+            local_time(chrono_tz::Europe::Berlin, at),
+            "2026-11-23 10:00 CET"
+        );
+        assert_eq!(
+            long_local_time(chrono_tz::Europe::Berlin, at),
+            "Mon 23 Nov 2026, 10:00 CET"
+        );
+    }
 }

@@ -12,8 +12,8 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::posts::{already_sent, local_time, no_such_post, queued_post, Done, PageForm, PostId};
-use super::{page, AdminError, AdminUser, Section, SharedState};
+use super::posts::{already_sent, no_such_post, queued_post, Done, PageForm, PostId};
+use super::{long_local_time, page, AdminError, AdminUser, Section, SharedState};
 use crate::domain::editor::{TestEmailOutcome, TEST_EMAILS_PER_HOUR};
 use crate::domain::post::{
     BodyError, NewPost, Post, PostBody, PostChanges, PostEdit, PostStatus, PostSubject,
@@ -174,7 +174,7 @@ async fn sent_page(
             "post_id": post.id,
             "preview_src": format!("/admin/preview/{}", post.id),
             "subject": post.subject,
-            "sent_at": post.sent_at.map(|at| local_time(state, at)),
+            "sent_at": post.sent_at.map(|at| long_local_time(state.settings.schedule.timezone, at)),
             "issue_id": issue_id,
         }),
     )

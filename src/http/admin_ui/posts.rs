@@ -8,12 +8,11 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{page, AdminError, AdminUser, Section, SharedState};
+use super::{long_local_time, page, AdminError, AdminUser, Section, SharedState};
 use crate::domain::editor::{Direction, MoveRefused};
 use crate::domain::issue::ScheduleMode;
 use crate::domain::post::{Post, PostChanges, PostEdit, PostListing, PostStatus};
@@ -76,13 +75,6 @@ async fn refused_as_sent(state: &SharedState, post_id: i64) -> AdminError {
         Ok(None) => no_such_post(),
         Err(error) => error.into(),
     }
-}
-
-/// An instant as the operator reads it: in the schedule's time zone.
-pub fn local_time(state: &SharedState, at: DateTime<Utc>) -> String {
-    at.with_timezone(&state.settings.schedule.timezone)
-        .format("%a %-d %b %Y, %H:%M %Z")
-        .to_string()
 }
 
 /// What an action just did, carried by the redirect after it (`?done=`).
@@ -155,7 +147,7 @@ pub async fn queue_page(
             json!({
                 "id": post.id,
                 "subject": post.subject,
-                "sent_at": post.sent_at.map(|at| local_time(&state, at)).unwrap_or_default(),
+                "sent_at": post.sent_at.map(|at| long_local_time(state.settings.schedule.timezone, at)).unwrap_or_default(),
                 "sent_iso": post.sent_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
                 "issue_id": post.issue_id,
             })
@@ -163,7 +155,7 @@ pub async fn queue_page(
         .collect();
     let next_send = state.scheduler.next_send_at().map(|at| {
         json!({
-            "text": local_time(&state, at),
+            "text": long_local_time(state.settings.schedule.timezone, at),
             "iso": at.to_rfc3339(),
             "broadcast": state.settings.schedule.mode == ScheduleMode::Broadcast,
         })

@@ -8,8 +8,10 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::subscribers::when;
-use super::{page, AdminError, AdminUser, Section, SharedState};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::{local_time, page, AdminError, AdminUser, Section, SharedState};
 use crate::domain::erasure::EraseOutcome;
 use crate::domain::subscriber::UnsubscribeOutcome;
 use crate::domain::subscriber_record::{SentEmail, SubscriberRecord, DELIVERIES_PER_PAGE};
@@ -54,15 +56,15 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
     })
 }
 
-fn record_json(record: &SubscriberRecord) -> Value {
-    let optional = |at: Option<chrono::DateTime<chrono::Utc>>| at.map(when);
+fn record_json(timezone: Tz, record: &SubscriberRecord) -> Value {
+    let optional = |at: Option<DateTime<Utc>>| at.map(|at| local_time(timezone, at));
     json!({
         "id": record.id,
         "email": record.email,
         "name": record.name,
         "status": record.status.as_str(),
         "bounce_count": record.bounce_count,
-        "created": when(record.created_at),
+        "created": local_time(timezone, record.created_at),
         "confirmed": optional(record.confirmed_at),
         "unsubscribed": optional(record.unsubscribed_at),
         "erased": optional(record.erased_at),
@@ -79,6 +81,7 @@ pub async fn show(
 ) -> Result<Response, AdminError> {
     let id = subscriber_id(&id)?;
     let record = record(&state, id).await?;
+    let timezone = state.settings.schedule.timezone;
     let store = state.store();
     let events = store.consent_events(id).await?;
     let before = query.before.as_deref().and_then(|text| text.parse().ok());
@@ -99,7 +102,7 @@ pub async fn show(
         .map(|event| {
             json!({
                 "kind": event.kind.as_str(),
-                "when": when(event.occurred_at),
+                "when": local_time(timezone, event.occurred_at),
                 "ip": event.ip,
                 "user_agent": event.user_agent,
                 "detail": event.detail,
@@ -118,7 +121,7 @@ pub async fn show(
                 "subject": subject,
                 "status": delivery.status.as_str(),
                 "attempts": delivery.attempts,
-                "when": when(delivery.sent_at.unwrap_or(delivery.created_at)),
+                "when": local_time(timezone, delivery.sent_at.unwrap_or(delivery.created_at)),
             })
         })
         .collect();
@@ -133,7 +136,7 @@ pub async fn show(
         "subscriber",
         &title,
         json!({
-            "subscriber": record_json(&record),
+            "subscriber": record_json(timezone, &record),
             "heading": title,
             "events": events,
             "deliveries": deliveries,
@@ -185,7 +188,7 @@ pub async fn confirm_erase(
         Section::Subscribers,
         "subscriber_erase",
         "Erase a subscriber",
-        json!({ "subscriber": record_json(&record) }),
+        json!({ "subscriber": record_json(state.settings.schedule.timezone, &record) }),
     )
 }
 

@@ -6,11 +6,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{page, AdminError, AdminUser, Section, SharedState};
+use super::{local_time, page, AdminError, AdminUser, Section, SharedState};
 use crate::domain::subscriber::{
     AddOutcome, EmailAddress, OperatorSource, Subscriber, SubscriberCounts, SubscriberName,
     SubscriberStatus,
@@ -18,11 +18,6 @@ use crate::domain::subscriber::{
 use crate::domain::subscriber_search::SearchTerm;
 use crate::store::StoreError;
 use crate::subscriber_admin;
-
-/// How the admin pages write a time.
-pub fn when(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
-}
 
 /// `?status=`: empty for all, else one of the statuses (a 422 otherwise).
 pub fn parse_status(text: Option<&str>) -> Result<Option<SubscriberStatus>, AdminError> {
@@ -65,13 +60,13 @@ async fn counts(state: &SharedState) -> Result<SubscriberCounts, AdminError> {
     Ok(counts.subscribers.clone())
 }
 
-pub fn subscriber_json(subscriber: &Subscriber) -> Value {
+pub fn subscriber_json(timezone: Tz, subscriber: &Subscriber) -> Value {
     json!({
         "id": subscriber.id,
         "email": subscriber.email,
         "name": subscriber.name,
         "status": subscriber.status.as_str(),
-        "created": when(subscriber.created_at),
+        "created": local_time(timezone, subscriber.created_at),
     })
 }
 
@@ -175,7 +170,7 @@ async fn list_page(
             "selected": status == Some(*each),
         })).collect::<Vec<_>>(),
         "filtered": searching || status.is_some(),
-        "subscribers": list.subscribers.iter().map(subscriber_json).collect::<Vec<_>>(),
+        "subscribers": list.subscribers.iter().map(|subscriber| subscriber_json(state.settings.schedule.timezone, subscriber)).collect::<Vec<_>>(),
         "next": next,
         "first_href": (query.after.is_some()).then(|| list_url(&[("q", q), ("status", status_text)])),
         "export_href": match status {
