@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::Locator;
 
 use super::browser::{assert_usable, browser_log_in};
@@ -224,5 +225,80 @@ async fn a_person_sends_a_test_email() {
     assert_eq!(mails[0].subject(), "[Test] Check me");
     assert!(mails[0].text().contains("A line worth testing."));
     assert_usable(&browser, "the editor after a test").await;
+    browser.close().await;
+}
+
+/// 3b. Reorders the queue by dragging a post with the mouse: the pointer
+/// goes down on the last post, moves over the top half of the first, and
+/// lets go. The page saves the new place and reloads with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_drags_a_post_to_the_top_of_the_queue() {
+    let Some((browser, app)) = app_with_browser().await else {
+        return;
+    };
+    for subject in ["Alpha", "Bravo", "Charlie"] {
+        app.enqueue(subject, "Body.").await;
+    }
+    let ids: Vec<i64> = stored(&app).await.iter().map(|post| post.id).collect();
+    browser.set_viewport(Viewport::DESKTOP).await;
+    browser
+        .client()
+        .goto(&app.url("/admin/posts"))
+        .await
+        .unwrap();
+    let charlie = format!("#post-{}", ids[2]);
+    let charlie = browser.client().find(Locator::Css(&charlie)).await;
+    let [from, to]: [f64; 2] = browser
+        .eval(&format!(
+            "[document.getElementById('post-{}').getBoundingClientRect().top, \
+              document.getElementById('post-{}').getBoundingClientRect().top]",
+            ids[2], ids[0]
+        ))
+        .await;
+    let mut mouse = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element: charlie.unwrap(),
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    // Small steps, as a hand makes: the browser starts a drag only after
+    // the pointer has travelled a few pixels, and asks the page where it
+    // may drop at each step.
+    let steps = 12;
+    let distance = from - to + 8.0;
+    for _ in 0..steps {
+        mouse = mouse.then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(40)),
+            x: 0.0,
+            y: -distance / f64::from(steps),
+        });
+    }
+    // A browser under a person's hand asks again every few milliseconds
+    // while the pointer rests; this one asks only when it moves, so the
+    // hand settles with two one-pixel moves before letting go.
+    for _ in 0..2 {
+        mouse = mouse.then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(40)),
+            x: 1.0,
+            y: 0.0,
+        });
+    }
+    let mouse = mouse.then(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    });
+    browser.client().perform_actions(mouse).await.unwrap();
+    browser
+        .wait_for("location.search.includes('done=moved')")
+        .await;
+    assert_eq!(queue_on_page(&browser).await, ["Charlie", "Alpha", "Bravo"]);
+    assert_eq!(subjects(&app).await, ["Charlie", "Alpha", "Bravo"]);
+    let notice: String = browser
+        .eval("document.querySelector('.notice').textContent")
+        .await;
+    assert_eq!(notice, "“Charlie” is now number 1 in the queue.");
     browser.close().await;
 }
