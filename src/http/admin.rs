@@ -138,7 +138,17 @@ fn parse_body(text: String) -> Result<PostBody, ApiError> {
 #[derive(Deserialize, ToSchema)]
 pub struct CreatePost {
     /// One line, at most 200 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     subject: String,
+    /// Not blank; no control characters but line breaks and tabs.
+    #[schema(
+        min_length = 1,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
     body_markdown: String,
 }
 
@@ -214,7 +224,7 @@ pub(super) async fn list_posts(
 
 #[utoipa::path(
     get, path = "/api/admin/posts/{id}", tag = "admin",
-    params(("id" = i64, Path, description = "The post's id")),
+    params(("id" = i64, Path, description = "The post's id", minimum = 1, example = 1)),
     responses(
         (status = 200, description = "The post", body = Post),
         (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
@@ -237,7 +247,16 @@ pub(super) async fn get_post(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditPost {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     subject: Option<String>,
+    #[schema(
+        min_length = 1,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
     body_markdown: Option<String>,
     /// 1-based place among the queued posts.
     #[schema(minimum = 1)]
@@ -246,7 +265,7 @@ pub struct EditPost {
 
 #[utoipa::path(
     patch, path = "/api/admin/posts/{id}", tag = "admin",
-    params(("id" = i64, Path, description = "The post's id")),
+    params(("id" = i64, Path, description = "The post's id", minimum = 1, example = 1)),
     request_body = EditPost,
     responses(
         (status = 200, description = "The post as edited", body = Post),
@@ -283,7 +302,7 @@ pub(super) async fn update_post(
 
 #[utoipa::path(
     delete, path = "/api/admin/posts/{id}", tag = "admin",
-    params(("id" = i64, Path, description = "The post's id")),
+    params(("id" = i64, Path, description = "The post's id", minimum = 1, example = 1)),
     responses(
         (status = 204, description = "Removed from the queue"),
         (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
@@ -307,7 +326,7 @@ pub(super) async fn delete_post(
 
 #[utoipa::path(
     get, path = "/api/admin/posts/{id}/preview", tag = "admin",
-    params(("id" = i64, Path, description = "The post's id")),
+    params(("id" = i64, Path, description = "The post's id", minimum = 1, example = 1)),
     responses(
         (status = 200, description = "The email's HTML, as a subscriber would see it", body = String, content_type = "text/html"),
         (status = 400, description = "The id is not a number", body = super::error::ErrorBody),
@@ -418,7 +437,7 @@ pub struct ConsentLog {
 
 #[utoipa::path(
     get, path = "/api/admin/subscribers/{id}/consent", tag = "admin",
-    params(("id" = i64, Path, description = "The subscriber's id")),
+    params(("id" = i64, Path, description = "The subscriber's id", minimum = 1, example = 1)),
     responses(
         (status = 200, description = "Every consent event of the subscriber", body = ConsentLog),
         (status = 400, description = "The id is not a number", body = super::error::ErrorBody),

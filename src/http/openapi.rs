@@ -34,6 +34,7 @@ pub struct SubscribeRequest {
     #[schema(format = Email)]
     email: String,
     /// At most 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     name: Option<String>,
 }
 
