@@ -319,6 +319,87 @@ fn a_bad_database_url_does_not_print_its_password() {
     }
 }
 
+/// `serve` with `env` on top, which must refuse to start; its stderr.
+fn refused_start(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut install =
+        Install::new(dir).set("TIDINGS_HTTP__BIND", format!("127.0.0.1:{}", free_port()));
+    for (key, value) in env {
+        install = install.set(key, *value);
+    }
+    let output = install.run_within(&["serve"], Duration::from_secs(20));
+    assert!(!output.status.success(), "{env:?} must not start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_config_syntax_error_names_the_place_and_not_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    let path = config.to_str().unwrap();
+    let secret = "hunter2secret";
+    // An unclosed string, and a token left unquoted.
+    let url_line = format!("url = \"postgres://tidings:{secret}@db.example.com/tidings");
+    let token_line = format!("token = {secret}-{secret}");
+    for (toml, line, column, key) in [
+        (
+            format!("[database]\n{url_line}\n"),
+            2,
+            url_line.chars().count() + 1,
+            "database.url",
+        ),
+        (
+            format!("[newsletter]\nname = \"News\"\n\n[admin]\n{token_line}\n"),
+            5,
+            "token = ".len() + 1,
+            "admin.token",
+        ),
+    ] {
+        std::fs::write(&config, &toml).unwrap();
+        let stderr = refused_start(dir.path(), &[("TIDINGS_CONFIG", path)]);
+        let place = format!("line {line}, column {column}");
+        assert!(stderr.contains(path), "no file named: {stderr}");
+        assert!(stderr.contains(&place), "no {place}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "no {key}: {stderr}");
+        assert!(!stderr.contains(secret), "the secret leaked: {stderr}");
+    }
+}
+
+#[test]
+fn environment_overrides_that_fail_do_not_print_their_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2secret-0123456789";
+    for (variable, value, key) in [
+        // No `user:pass@` for redaction to find: a slash short, or bare.
+        (
+            "TIDINGS_DATABASE__URL",
+            format!("postgres:/tidings:{secret}@db/tidings"),
+            "database.url",
+        ),
+        ("TIDINGS_DATABASE__URL", secret.to_owned(), "database.url"),
+        (
+            "TIDINGS_SMTP__URL",
+            format!("http://u:{secret}@mail.example.com"),
+            "smtp.url",
+        ),
+        // Values figment reads as a list, a table, or with a space.
+        (
+            "TIDINGS_ADMIN__TOKEN",
+            format!("[1, \"{secret}\"]"),
+            "admin.token",
+        ),
+        ("TIDINGS_ADMIN__TOKEN", format!("{secret} x"), "admin.token"),
+        (
+            "TIDINGS_METRICS__TOKEN",
+            format!("{{a = \"{secret}\"}}"),
+            "metrics.token",
+        ),
+    ] {
+        let stderr = refused_start(dir.path(), &[(variable, &value)]);
+        assert!(stderr.contains(key), "{variable}={value}: {stderr}");
+        assert!(!stderr.contains(secret), "the secret leaked: {stderr}");
+    }
+}
+
 #[test]
 fn a_whitespace_only_admin_token_stops_the_daemon_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
