@@ -104,8 +104,8 @@ pub enum SubscriberCommand {
         #[arg(long)]
         status: Option<SubscriberStatus>,
     },
-    /// Import a CSV with columns email,name,status. The whole file is
-    /// checked first; if any row is bad, nothing is written.
+    /// Import a CSV with columns email,name,status, one row a line. The
+    /// whole file is checked first; if any row is bad, nothing is written.
     Import {
         file: PathBuf,
         /// Import the valid rows and list the bad lines instead of failing.

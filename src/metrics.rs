@@ -123,8 +123,19 @@ impl Metrics {
 
     /// The store's counts, at most `SNAPSHOT_MAX_AGE` old. When a refresh
     /// fails, the last counts are served (and the failure logged once);
-    /// with none yet, the error is returned.
+    /// with none yet, the error is returned. A failed refresh leaves the
+    /// snapshot's age as it was, so the next call tries the store again.
     pub async fn store_counts<F, Fut, E>(&self, read: F) -> Result<Arc<Counts>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(SubscriberCounts, DeliveryCounts), E>>,
+        E: std::fmt::Debug,
+    {
+        self.store_counts_at(Instant::now(), read).await
+    }
+
+    /// `store_counts` as of `now`, the moment of the call: the tests set it.
+    async fn store_counts_at<F, Fut, E>(&self, now: Instant, read: F) -> Result<Arc<Counts>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(SubscriberCounts, DeliveryCounts), E>>,
@@ -132,7 +143,7 @@ impl Metrics {
     {
         let mut last = self.counts.last.lock().await;
         if let Some(counts) = last.as_ref() {
-            if counts.at.elapsed() < SNAPSHOT_MAX_AGE {
+            if now.saturating_duration_since(counts.at) < SNAPSHOT_MAX_AGE {
                 return Ok(counts.clone());
             }
         }
@@ -140,7 +151,7 @@ impl Metrics {
             Ok((subscribers, deliveries)) => {
                 self.counts.failing.store(false, Ordering::Relaxed);
                 let counts = Arc::new(Counts {
-                    at: Instant::now(),
+                    at: now,
                     subscribers,
                     deliveries,
                 });
@@ -264,4 +275,108 @@ impl Metrics {
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A store read that counts its calls and answers `pending` subscribers,
+    /// or fails when `pending` is `None`.
+    async fn read(
+        metrics: &Metrics,
+        reads: &AtomicUsize,
+        now: Instant,
+        pending: Option<i64>,
+    ) -> Result<Arc<Counts>, &'static str> {
+        metrics
+            .store_counts_at(now, || async {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let pending = pending.ok_or("database down")?;
+                let subscribers = SubscriberCounts {
+                    pending,
+                    ..SubscriberCounts::default()
+                };
+                Ok((subscribers, DeliveryCounts::default()))
+            })
+            .await
+    }
+
+    const MILLISECOND: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn a_call_within_the_max_age_does_not_read_the_store() {
+        let (metrics, reads, start) = (Metrics::default(), AtomicUsize::new(0), Instant::now());
+        let first = read(&metrics, &reads, start, Some(1)).await.unwrap();
+        assert_eq!(
+            (reads.load(Ordering::SeqCst), first.subscribers.pending),
+            (1, 1)
+        );
+        let later = start + SNAPSHOT_MAX_AGE - MILLISECOND;
+        let second = read(&metrics, &reads, later, Some(2)).await.unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "the store was read again");
+        assert_eq!(second.subscribers.pending, 1);
+        assert_eq!(second.at, start);
+    }
+
+    #[tokio::test]
+    async fn a_call_at_the_max_age_reads_the_store_again() {
+        let (metrics, reads, start) = (Metrics::default(), AtomicUsize::new(0), Instant::now());
+        read(&metrics, &reads, start, Some(1)).await.unwrap();
+        let later = start + SNAPSHOT_MAX_AGE;
+        let fresh = read(&metrics, &reads, later, Some(2)).await.unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        assert_eq!((fresh.subscribers.pending, fresh.at), (2, later));
+        // The new snapshot is the one now shared.
+        let shared = read(&metrics, &reads, later + MILLISECOND, Some(3)).await;
+        assert_eq!(shared.unwrap().subscribers.pending, 2);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_serves_the_last_counts_and_the_next_call_tries_again() {
+        let (metrics, reads, start) = (Metrics::default(), AtomicUsize::new(0), Instant::now());
+        read(&metrics, &reads, start, Some(1)).await.unwrap();
+        let stale = start + SNAPSHOT_MAX_AGE;
+        let served = read(&metrics, &reads, stale, None).await.unwrap();
+        assert_eq!((served.subscribers.pending, served.at), (1, start));
+        // No back-off: the failure did not renew the snapshot, so the very
+        // next call reads the store again.
+        let retried = read(&metrics, &reads, stale + MILLISECOND, None).await;
+        assert_eq!(retried.unwrap().subscribers.pending, 1);
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+        let recovered = read(&metrics, &reads, stale + 2 * MILLISECOND, Some(5)).await;
+        assert_eq!(recovered.unwrap().subscribers.pending, 5);
+    }
+
+    #[tokio::test]
+    async fn calls_during_a_refresh_wait_for_it_and_share_its_counts() {
+        let (metrics, reads, start) = (Metrics::default(), AtomicUsize::new(0), Instant::now());
+        let slow = metrics.store_counts_at(start, || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            // Lets the other call run while this read holds the snapshot.
+            tokio::task::yield_now().await;
+            Ok::<_, &str>((SubscriberCounts::default(), DeliveryCounts::default()))
+        });
+        let (first, second) = tokio::join!(slow, read(&metrics, &reads, start, Some(9)));
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "both read the store");
+        assert!(Arc::ptr_eq(&first.unwrap(), &second.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_read_is_an_error() {
+        let (metrics, reads, start) = (Metrics::default(), AtomicUsize::new(0), Instant::now());
+        assert_eq!(
+            read(&metrics, &reads, start, None).await.unwrap_err(),
+            "database down"
+        );
+        // Nothing was kept: the next call reads, however soon.
+        let next = read(&metrics, &reads, start, Some(4)).await.unwrap();
+        assert_eq!(
+            (next.subscribers.pending, reads.load(Ordering::SeqCst)),
+            (4, 2)
+        );
+    }
 }

@@ -8,7 +8,7 @@
 //! of those characters loses the `'`, so an export imports as it was.
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::BufRead;
 
 use crate::domain::subscriber::{EmailAddress, SubscriberName, SubscriberStatus};
 
@@ -53,48 +53,41 @@ pub struct RowError {
 
 /// Reads rows one at a time, never the whole file: a header line
 /// (`email,…`) and blank lines are skipped.
-pub struct ImportReader<R: Read> {
-    csv: csv::Reader<std::io::Chain<R, &'static [u8]>>,
-    record: csv::ByteRecord,
+///
+/// Each row is one line. No name or address holds a line break, so a
+/// quote left open at the end of its line is an error for that line alone,
+/// and reading starts again on the next: an unclosed quote cannot swallow
+/// the rows after it.
+pub struct ImportReader<R: BufRead> {
+    input: R,
+    buffer: Vec<u8>,
+    /// The number of the line last read (1-based).
+    line: u64,
+    /// No row seen yet: the next may be a header, or start with a BOM.
     first: bool,
+    done: bool,
 }
 
-impl<R: Read> ImportReader<R> {
+impl<R: BufRead> ImportReader<R> {
     pub fn new(input: R) -> Self {
-        // Every record then ends in a `\n` the reader has consumed, so the
-        // line it starts on is the reader's line less the record's own
-        // line breaks (csv's record position is taken before any blank
-        // lines it skips, so it can point above the record). A `\r` before
-        // the `\n` is trimmed off with the rest of the field's whitespace.
-        let csv = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_reader(input.chain(&b"\n"[..]));
         Self {
-            csv,
-            record: csv::ByteRecord::new(),
+            input,
+            buffer: Vec::new(),
+            line: 0,
             first: true,
+            done: false,
         }
     }
 
-    fn row(&self, line: u64) -> Result<Option<ImportRow>, RowError> {
+    fn row(&mut self, fields: &[Vec<u8>]) -> Result<Option<ImportRow>, RowError> {
+        let line = self.line;
         let fail = |message: String| RowError { line, message };
         let mut cells = Vec::with_capacity(3);
-        let last = self.record.len().saturating_sub(1);
-        for (index, field) in self.record.iter().enumerate() {
-            let field = match field.strip_suffix(b"\r") {
-                Some(field) if index == last => field,
-                _ => field,
-            };
+        for field in fields {
             let text = std::str::from_utf8(field)
                 .map_err(|_| fail("not UTF-8 text; save the file as UTF-8".into()))?;
-            // A name or an address never holds a line break; a field that
-            // does is most likely an unclosed quote swallowing lines.
-            if text.contains(['\n', '\r']) {
-                return Err(fail(
-                    "a field runs over a line break (an unclosed quote?)".into(),
-                ));
+            if text.contains('\r') {
+                return Err(fail("a field holds a carriage return".into()));
             }
             cells.push(text.trim());
         }
@@ -106,7 +99,7 @@ impl<R: Read> ImportReader<R> {
         if cells.iter().all(|cell| cell.is_empty()) {
             return Ok(None);
         }
-        if self.first && cells[0].eq_ignore_ascii_case("email") {
+        if std::mem::replace(&mut self.first, false) && cells[0].eq_ignore_ascii_case("email") {
             return Ok(None);
         }
         if cells.len() > 3 {
@@ -133,45 +126,80 @@ impl<R: Read> ImportReader<R> {
     }
 }
 
-impl<R: Read> Iterator for ImportReader<R> {
+/// A quote that was still open at the end of the line.
+struct UnclosedQuote;
+
+/// The fields of one line, as RFC 4180 quotes them: a field that starts
+/// with `"` runs to the next lone `"` (`""` is a quote inside it), and what
+/// follows that, up to the comma, is kept as it stands.
+fn fields(line: &[u8]) -> Result<Vec<Vec<u8>>, UnclosedQuote> {
+    let mut fields = Vec::new();
+    let mut bytes = line.iter().copied().peekable();
+    loop {
+        let mut field = Vec::new();
+        if bytes.next_if_eq(&b'"').is_some() {
+            loop {
+                match bytes.next() {
+                    None => return Err(UnclosedQuote),
+                    Some(b'"') if bytes.next_if_eq(&b'"').is_some() => field.push(b'"'),
+                    Some(b'"') => break,
+                    Some(byte) => field.push(byte),
+                }
+            }
+        }
+        let mut comma = false;
+        for byte in bytes.by_ref() {
+            if byte == b',' {
+                comma = true;
+                break;
+            }
+            field.push(byte);
+        }
+        fields.push(field);
+        if !comma {
+            return Ok(fields);
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for ImportReader<R> {
     type Item = Result<ImportRow, RowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let read = self.csv.read_byte_record(&mut self.record);
-            let inner_breaks = self
-                .record
-                .iter()
-                .map(|field| memchr::memchr_iter(b'\n', field).count() as u64)
-                .sum::<u64>();
-            let line = self
-                .csv
-                .position()
-                .line()
-                .saturating_sub(inner_breaks + 1)
-                // An unclosed quote runs to the end with no `\n` after it;
-                // the record's own position (before skipped blanks) is then right.
-                .max(self.record.position().map_or(1, csv::Position::line));
-            match read {
-                Ok(false) => return None,
+        while !self.done {
+            self.buffer.clear();
+            match self.input.read_until(b'\n', &mut self.buffer) {
+                Ok(0) => return None,
+                Ok(_) => self.line += 1,
                 Err(error) => {
-                    let line = error.position().map_or(line, csv::Position::line);
-                    self.first = false;
+                    self.done = true;
                     return Some(Err(RowError {
-                        line,
+                        line: self.line + 1,
                         message: format!("unreadable: {error}"),
                     }));
                 }
-                Ok(true) => {}
             }
-            let row = self.row(line);
-            self.first = false;
+            let line = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let row = match fields(line) {
+                Ok(fields) => self.row(&fields),
+                Err(UnclosedQuote) => Err(RowError {
+                    line: self.line,
+                    message: "unclosed quote (a field ends on its own line); \
+                              the next line is read as a row of its own"
+                        .into(),
+                }),
+            };
             match row {
                 Ok(None) => continue,
                 Ok(Some(row)) => return Some(Ok(row)),
-                Err(error) => return Some(Err(error)),
+                Err(error) => {
+                    self.first = false;
+                    return Some(Err(error));
+                }
             }
         }
+        None
     }
 }
 
@@ -226,8 +254,12 @@ mod tests {
 
     #[test]
     fn crlf_files_and_quoted_line_breaks_keep_the_count() {
+        // A quoted line break is two bad lines: rows are one line each.
         let rows = read("a@example.com,\"A\"\r\n\r\nb@example.com,\"B\nB\"\r\nc@example.com,C\r\n");
-        assert_eq!(lines_of(&rows), [(1, true), (3, false), (5, true)]);
+        assert_eq!(
+            lines_of(&rows),
+            [(1, true), (3, false), (4, false), (5, true)]
+        );
         assert_eq!(
             rows[0].as_ref().unwrap().name.as_ref().unwrap().as_str(),
             "A"
@@ -237,14 +269,34 @@ mod tests {
     }
 
     #[test]
-    fn an_unclosed_quote_is_an_error_at_its_line_not_a_swallowed_file() {
-        let rows = read("ana@example.com,Ana\nbo@example.com,\"Bo\ncy@example.com,Cy\n");
-        assert_eq!(lines_of(&rows), [(1, true), (2, false)]);
-        assert!(rows[1]
-            .as_ref()
-            .unwrap_err()
-            .message
-            .contains("unclosed quote"));
+    fn an_unclosed_quote_spoils_its_own_line_and_reading_resumes_on_the_next() {
+        let rows = read(
+            "ana@example.com,Ana\nbo@example.com,\"Bo\ncy@example.com,Cy\r\n\
+             dee@example.com,\"Dee, Jr.\r\ned@example.com,\"Ed \"\"Q\"\"\",confirmed\n\
+             fay@example.com,\"Fay",
+        );
+        assert_eq!(
+            lines_of(&rows),
+            [
+                (1, true),
+                (2, false),
+                (3, true),
+                (4, false),
+                (5, true),
+                (6, false)
+            ]
+        );
+        let error = rows[1].as_ref().unwrap_err().to_string();
+        assert!(error.starts_with("line 2: unclosed quote"), "{error}");
+        let ed = rows[4].as_ref().unwrap();
+        assert_eq!(ed.name.as_ref().unwrap().as_str(), "Ed \"Q\"");
+        assert_eq!(ed.status, Some(SubscriberStatus::Confirmed));
+        // A comma inside quotes is text, and a header after a bad first
+        // line is a row like any other.
+        let rows = read("\"x,\nemail,name\n\"g@example.com\",\"Gee, G\"\n");
+        assert_eq!(lines_of(&rows), [(1, false), (2, false), (3, true)]);
+        let gee = rows[2].as_ref().unwrap();
+        assert_eq!(gee.name.as_ref().unwrap().as_str(), "Gee, G");
     }
 
     #[test]
@@ -280,6 +332,8 @@ mod tests {
             "[a-z]{1,8}@[a-z]{1,8}\\.com,\"[A-Za-z, ]{0,10}\"".prop_map(|row| (row, true)),
             "[a-z]{0,8}@?,[a-z]{0,5}".prop_map(|row| (row, false)),
             "[a-z]{1,8}@[a-z]{1,8}\\.com,x,nope".prop_map(|row| (row, false)),
+            // An unclosed quote: bad, and only its own line.
+            "[a-z]{1,8}@[a-z]{1,8}\\.com,\"[A-Za-z, ]{0,10}".prop_map(|row| (row, false)),
         ]
     }
 

@@ -22,6 +22,7 @@ use secrets::{secret_token, whitespace_tokens_in_environment};
 
 mod dkim;
 pub mod effective;
+mod file;
 mod secrets;
 mod size;
 
@@ -137,10 +138,13 @@ pub fn backend_of(url: &str) -> Result<Backend, String> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
     } else {
-        Err(format!(
-            "`{}` is neither a sqlite: nor a postgres:// URL",
-            redact(url)
-        ))
+        // Not shown even redacted: a value that is no URL (`postgres:/u:pw@db`,
+        // a bare password) has no `user:pass@` for redact() to find.
+        Err(
+            "is neither a sqlite: nor a postgres:// URL (the value is not shown, \
+             as it may hold a password)"
+                .to_owned(),
+        )
     }
 }
 
@@ -200,13 +204,7 @@ pub fn defaults() -> Settings {
 fn load_layers(file: Option<&Path>, with_environment: bool) -> Result<Settings, ConfigError> {
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(file) = file {
-        if !file.exists() {
-            return Err(ConfigError::Load(format!(
-                "config file {} does not exist",
-                file.display()
-            )));
-        }
-        figment = figment.merge(Toml::file(file));
+        figment = figment.merge(file::read(file)?);
     }
     // Only `SECTION__KEY` variables are config; TIDINGS_CONFIG names the file.
     if with_environment {

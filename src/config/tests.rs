@@ -101,10 +101,52 @@ fn secrets_never_appear_in_config_errors() {
         format!("[admin]\ntoken = \"{secret} x\""),
         format!("[metrics]\ntoken = \"short{secret}\"\n[admin]\ntoken = 5"),
         "[admin]\ntoken = \"tiny\"".to_owned(),
+        // Values that are no URL at all have no `user:pass@` to redact.
+        format!("[database]\nurl = \"postgres:/tidings:{secret}@db/t\""),
+        format!("[database]\nurl = \"{secret}\""),
+        // TOML syntax errors: the parser's own message quotes the line.
+        format!("[database]\nurl = \"postgres://tidings:{secret}@db/t"),
+        format!("[admin]\ntoken = {secret}"),
+        format!("[admin]\ntoken = \"\"\"{secret}"),
+        format!("[smtp]\nurl = 'smtp://u:{secret}@mail\n'"),
+        format!("[metrics]\ntoken = \"{secret}\"\ntoken = \"{secret}\""),
+        format!("[admin]\ntoken = \"{secret}\" trailing"),
+        format!("[database]\nurl = \"postgres://u:{secret}@db/t\" = 1"),
+        format!("[admin]\n{secret}"),
+        format!("[admin]\ntoken = \"{secret}\\q\""),
     ] {
         let error = load_with(&toml).expect_err(&toml).to_string();
         assert!(!error.contains(secret), "`{error}` shows the secret");
         assert!(!error.contains("tiny"), "`{error}` shows the token");
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_file_line_column_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tidings.toml");
+    for (toml, place, key) in [
+        (
+            "# db\n[database]\nurl = \"postgres://tidings:pw@db/t\n",
+            "line 3, column 34",
+            Some("database.url"),
+        ),
+        (
+            "[http]\nbind = \"127.0.0.1:1\"\n\n[admin]\ntoken = abcdef\n",
+            "line 5, column 9",
+            Some("admin.token"),
+        ),
+        ("[admin\ntoken = \"x\"\n", "line 1, column 7", None),
+    ] {
+        std::fs::write(&path, toml).unwrap();
+        let error = load_layers(Some(&path), false).expect_err(toml).to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains(place), "`{error}` should say {place}");
+        match key {
+            Some(key) => assert!(error.contains(&format!("key `{key}`")), "{error}"),
+            None => assert!(!error.contains("key `"), "{error}"),
+        }
+        assert!(!error.contains('|'), "`{error}` quotes the source");
     }
 }
 

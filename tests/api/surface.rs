@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
+use crate::admin_ui::log_in;
 use crate::helpers::{spawn_app, spawn_with, Backend, Options, TestApp, ADMIN_TOKEN};
 use crate::on_both_backends;
 use crate::pages::{assert_page_headers, header};
@@ -16,6 +17,7 @@ on_both_backends!(
     json_signups_get_json_and_form_signups_pages_for_every_rejection,
     every_html_page_sends_the_security_headers,
     the_preview_is_sandboxed,
+    a_hostile_post_previews_without_script_in_the_api_and_the_admin_ui,
     the_openapi_document_describes_every_route_the_router_has,
 );
 
@@ -270,6 +272,38 @@ async fn the_preview_is_sandboxed(backend: Backend) {
         header(response.headers(), "x-content-type-options"),
         "nosniff"
     );
+}
+
+async fn a_hostile_post_previews_without_script_in_the_api_and_the_admin_ui(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = "Hello <script>alert(1)</script> reader.\n\n\
+                <img src=\"https://example.org/x.png\" onerror=\"alert(2)\">\n\n\
+                [x](javascript:alert(3)) and [a real link](https://example.org/ok).\n\n\
+                <a href=\"javascript:alert(4)\" onclick=\"alert(5)\">raw</a>\n";
+    let id = app.enqueue("Hostile", body).await;
+    let api = app
+        .admin(Method::GET, &format!("/api/admin/posts/{id}/preview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    let api = api.text().await.unwrap();
+    let admin = log_in(&app).await;
+    let ui = admin.page(&format!("/admin/preview/{id}")).await;
+    let text = admin.page(&format!("/admin/preview/{id}/text")).await;
+    for (which, html) in [("API", &api), ("admin UI", &ui), ("plain text", &text)] {
+        let lower = html.to_ascii_lowercase();
+        for forbidden in ["<script", "onerror", "onclick", "javascript:", "alert("] {
+            assert!(
+                !lower.contains(forbidden),
+                "{which}: {forbidden} in\n{html}"
+            );
+        }
+        assert!(html.contains("reader."), "{which}: the text stays:\n{html}");
+    }
+    for html in [&api, &ui] {
+        assert!(html.contains("href=\"https://example.org/ok\""), "{html}");
+    }
 }
 
 /// Each (path, method) the router serves, read from its debug form, which

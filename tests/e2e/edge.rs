@@ -1,6 +1,6 @@
 //! The edge under abuse: floods of half-sent bodies, idle connections under
-//! a low descriptor limit, forged `X-Forwarded-For`, token guessing, and
-//! secrets in config errors.
+//! a low descriptor limit, slow heads and idle keep-alives timed, forged
+//! `X-Forwarded-For`, token guessing, and secrets in config errors.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -163,6 +163,156 @@ fn idle_connections_under_a_low_descriptor_limit_do_not_lock_people_out() {
     );
 }
 
+/// Blocks until the daemon closes `stream` (end of stream or a reset);
+/// when that happened. Fails if it is still open after `within`.
+fn closed_by_daemon(stream: &mut TcpStream, within: Duration) -> Instant {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Instant::now(),
+            Ok(_) => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                panic!("the connection was still open after {within:?}")
+            }
+            Err(_) => return Instant::now(),
+        }
+    }
+}
+
+/// A daemon with `http.header_read_timeout` and `http.idle_timeout` set.
+fn serve_with_timeouts(dir: &std::path::Path, header_read: &str, idle: &str) -> Daemon {
+    Install::new(dir)
+        .set("TIDINGS_HTTP__HEADER_READ_TIMEOUT", header_read)
+        .set("TIDINGS_HTTP__IDLE_TIMEOUT", idle)
+        .serve(free_port())
+}
+
+#[test]
+fn a_head_sent_a_byte_every_half_second_is_cut_off_at_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long idle timeout, so only the header timeout can close it.
+    let daemon = serve_with_timeouts(dir.path(), "2s", "60s");
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    let connected = Instant::now();
+    let mut writer = stream.try_clone().unwrap();
+    // A head that never ends: one byte of an endless header every 0.5 s.
+    let dribble = std::thread::spawn(move || {
+        let head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+        let bytes = head.iter().chain(std::iter::repeat(&b'a')).take(60);
+        for byte in bytes {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let closed = closed_by_daemon(&mut stream, Duration::from_secs(20)) - connected;
+    dribble.join().unwrap();
+    eprintln!("a slow head was cut off after {closed:?}");
+    assert!(
+        closed >= timeout,
+        "cut off after {closed:?}, before {timeout:?}"
+    );
+    assert!(
+        closed < timeout + Duration::from_secs(2),
+        "cut off only after {closed:?}"
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    // A long header timeout: hyper also times an idle connection's next head.
+    let daemon = serve_with_timeouts(dir.path(), "60s", "2s");
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    let sent = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    // The whole answer, then nothing: the connection is idle from here.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    let answered = loop {
+        let read = stream.read(&mut buffer).expect("an answer");
+        assert!(read > 0, "closed before answering");
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|n| n.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if body.len() >= length {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                assert!(
+                    !head.to_ascii_lowercase().contains("connection: close"),
+                    "{head}"
+                );
+                break Instant::now();
+            }
+        }
+    };
+    let closed = closed_by_daemon(&mut stream, Duration::from_secs(20));
+    eprintln!(
+        "idle connection closed {:?} after its answer",
+        closed - answered
+    );
+    assert!(
+        closed - sent >= timeout,
+        "closed {:?} after the request",
+        closed - sent
+    );
+    assert!(
+        closed - answered < timeout + Duration::from_secs(2),
+        "closed only {:?} after the answer",
+        closed - answered
+    );
+}
+
+#[test]
+fn the_descriptor_soft_limit_is_raised_to_the_hard_one_and_the_cap_fits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Install::new(dir.path()).serve_with_descriptor_limits(free_port(), 256, 1024);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("{limits}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[..2], ["1024", "1024"], "soft and hard: {limits}");
+    let log = daemon.log_text();
+    let logged = |field: &str| -> u64 {
+        log.split(&format!("{field}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} logged:\n{log}"))
+    };
+    eprintln!(
+        "descriptor_limit={} max_connections={}",
+        logged("descriptor_limit"),
+        logged("max_connections")
+    );
+    assert_eq!(logged("descriptor_limit"), 1024);
+    // The cap is sized from the raised limit: more than 256 could allow,
+    // with descriptors kept back for the database, SMTP and files.
+    let cap = logged("max_connections");
+    assert!((256..1024).contains(&cap), "cap {cap}");
+}
+
 fn metrics_status(daemon: &Daemon, token: Option<&str>) -> (u16, String) {
     let mut request = daemon.client.get(daemon.url("/metrics"));
     if let Some(token) = token {
@@ -316,6 +466,87 @@ fn a_bad_database_url_does_not_print_its_password() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("database.url"), "{stderr}");
         assert!(!stderr.contains(secret), "the password leaked: {stderr}");
+    }
+}
+
+/// `serve` with `env` on top, which must refuse to start; its stderr.
+fn refused_start(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut install =
+        Install::new(dir).set("TIDINGS_HTTP__BIND", format!("127.0.0.1:{}", free_port()));
+    for (key, value) in env {
+        install = install.set(key, *value);
+    }
+    let output = install.run_within(&["serve"], Duration::from_secs(20));
+    assert!(!output.status.success(), "{env:?} must not start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_config_syntax_error_names_the_place_and_not_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    let path = config.to_str().unwrap();
+    let secret = "hunter2secret";
+    // An unclosed string, and a token left unquoted.
+    let url_line = format!("url = \"postgres://tidings:{secret}@db.example.com/tidings");
+    let token_line = format!("token = {secret}-{secret}");
+    for (toml, line, column, key) in [
+        (
+            format!("[database]\n{url_line}\n"),
+            2,
+            url_line.chars().count() + 1,
+            "database.url",
+        ),
+        (
+            format!("[newsletter]\nname = \"News\"\n\n[admin]\n{token_line}\n"),
+            5,
+            "token = ".len() + 1,
+            "admin.token",
+        ),
+    ] {
+        std::fs::write(&config, &toml).unwrap();
+        let stderr = refused_start(dir.path(), &[("TIDINGS_CONFIG", path)]);
+        let place = format!("line {line}, column {column}");
+        assert!(stderr.contains(path), "no file named: {stderr}");
+        assert!(stderr.contains(&place), "no {place}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "no {key}: {stderr}");
+        assert!(!stderr.contains(secret), "the secret leaked: {stderr}");
+    }
+}
+
+#[test]
+fn environment_overrides_that_fail_do_not_print_their_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2secret-0123456789";
+    for (variable, value, key) in [
+        // No `user:pass@` for redaction to find: a slash short, or bare.
+        (
+            "TIDINGS_DATABASE__URL",
+            format!("postgres:/tidings:{secret}@db/tidings"),
+            "database.url",
+        ),
+        ("TIDINGS_DATABASE__URL", secret.to_owned(), "database.url"),
+        (
+            "TIDINGS_SMTP__URL",
+            format!("http://u:{secret}@mail.example.com"),
+            "smtp.url",
+        ),
+        // Values figment reads as a list, a table, or with a space.
+        (
+            "TIDINGS_ADMIN__TOKEN",
+            format!("[1, \"{secret}\"]"),
+            "admin.token",
+        ),
+        ("TIDINGS_ADMIN__TOKEN", format!("{secret} x"), "admin.token"),
+        (
+            "TIDINGS_METRICS__TOKEN",
+            format!("{{a = \"{secret}\"}}"),
+            "metrics.token",
+        ),
+    ] {
+        let stderr = refused_start(dir.path(), &[(variable, &value)]);
+        assert!(stderr.contains(key), "{variable}={value}: {stderr}");
+        assert!(!stderr.contains(secret), "the secret leaked: {stderr}");
     }
 }
 

@@ -318,12 +318,17 @@ impl Install {
 
     /// `serve` with its file-descriptor limit (soft and hard) set to `limit`.
     pub fn serve_with_descriptor_limit(&self, port: u16, limit: u64) -> Daemon {
+        self.serve_with_descriptor_limits(port, limit, limit)
+    }
+
+    /// `serve` started with descriptor limits `soft` and `hard`.
+    pub fn serve_with_descriptor_limits(&self, port: u16, soft: u64, hard: u64) -> Daemon {
         use std::os::unix::process::CommandExt;
         let mut command = self.command(&["serve"]);
         // SAFETY: setrlimit is async-signal-safe, and nothing else runs
         // between fork and exec.
         unsafe {
-            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
         }
         self.serve_with(port, command)
     }

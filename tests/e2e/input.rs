@@ -241,8 +241,9 @@ fn a_malformed_import_writes_nothing_names_its_lines_and_emails_nobody_unasked()
         "{stderr}"
     );
     assert!(stderr.contains("line 12: "), "{stderr}");
-    assert!(stderr.contains("line 20: "), "{stderr}");
-    assert!(stderr.contains("unclosed quote"), "{stderr}");
+    assert!(stderr.contains("line 20: unclosed quote"), "{stderr}");
+    assert!(!stderr.contains("line 21"), "{stderr}");
+    assert!(stderr.contains("3 of 28 rows"), "{stderr}");
     assert!(stderr.contains("nothing was imported"), "{stderr}");
     assert_eq!(
         install.ok(&["subscriber", "export"]),
@@ -250,22 +251,43 @@ fn a_malformed_import_writes_nothing_names_its_lines_and_emails_nobody_unasked()
         "nothing written"
     );
 
-    // The rows after the unclosed quote are lost to it, but the ones
-    // before it are valid and imported; nobody is emailed.
-    let imported = install.ok(&[
+    // The unclosed quote spoils its own line only: every valid row, before
+    // and after it, is imported, the skipped lines are named, and nobody
+    // is emailed.
+    let output = install.run(&[
         "subscriber",
         "import",
         "--skip-invalid",
         csv.to_str().unwrap(),
     ]);
+    assert!(output.status.success());
+    let (imported, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    for line in [7, 12, 20] {
+        assert!(
+            stderr.contains(&format!("skipped: line {line}: ")),
+            "{stderr}"
+        );
+    }
+    assert!(imported.contains("25 added"), "{imported}");
+    assert!(imported.contains("3 skipped"), "{imported}");
     assert!(imported.contains("0 confirmations queued"), "{imported}");
     let list = install.ok(&["subscriber", "list", "--status", "pending"]);
     assert_eq!(
         list.lines().count(),
-        15,
-        "lines 2-19 less 7, 12 and 15:\n{list}"
+        25,
+        "lines 2-30 less 7, 12, 15 and 20:\n{list}"
     );
-    assert!(list.contains("reader19@example.com"), "{list}");
+    for reader in [
+        "reader19@example.com",
+        "reader21@example.com",
+        "reader30@example.com",
+    ] {
+        assert!(list.contains(reader), "{reader} missing:\n{list}");
+    }
+    assert!(!list.contains("dave@example.com"), "{list}");
 
     // Only when asked does an import send confirmations.
     let more = dir.path().join("more.csv");
