@@ -62,16 +62,17 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-/// Subscribers and deliveries by status, at most `SNAPSHOT_MAX_AGE` old:
-/// counting a million rows takes a fifth of a second, so scrapes and admin
-/// pages share one count every few seconds.
+/// Subscribers and deliveries by status, from the snapshot scrapes and
+/// admin pages share (`metrics::CountsSnapshot`): counting a million rows
+/// takes a tenth to a fifth of a second.
 pub async fn counts_snapshot(
     state: &SharedState,
 ) -> Result<std::sync::Arc<crate::metrics::Counts>, crate::store::StoreError> {
-    let store = state.store();
+    let store = state.store().clone();
     state
         .metrics
-        .store_counts(|| async {
+        .counts
+        .get(move || async move {
             Ok::<_, crate::store::StoreError>((
                 store.subscriber_counts().await?,
                 store.delivery_counts().await?,

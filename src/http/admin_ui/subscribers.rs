@@ -16,7 +16,6 @@ use crate::domain::subscriber::{
     SubscriberStatus,
 };
 use crate::domain::subscriber_search::SearchTerm;
-use crate::store::StoreError;
 use crate::subscriber_admin;
 
 /// `?status=`: empty for all, else one of the statuses (a 422 otherwise).
@@ -43,20 +42,10 @@ fn list_url(pairs: &[(&str, &str)]) -> String {
     }
 }
 
-/// Counts by status from the snapshot `/metrics` keeps (at most
-/// `metrics::SNAPSHOT_MAX_AGE` old): counting a million rows per page
-/// view would cost more than the rest of the page.
+/// Counts by status from the snapshot `/metrics` keeps: counting a million
+/// rows per page view would cost more than the rest of the page.
 async fn counts(state: &SharedState) -> Result<SubscriberCounts, AdminError> {
-    let store = state.store();
-    let counts = state
-        .metrics
-        .store_counts(|| async {
-            Ok::<_, StoreError>((
-                store.subscriber_counts().await?,
-                store.delivery_counts().await?,
-            ))
-        })
-        .await?;
+    let counts = crate::http::metrics::counts_snapshot(state).await?;
     Ok(counts.subscribers.clone())
 }
 
