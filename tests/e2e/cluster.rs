@@ -85,6 +85,31 @@ impl PgCluster {
         self.sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
     }
 
+    /// A role of its own for one instance, so that it alone can be cut off.
+    /// A superuser, as `postgres` is: the tables are `postgres`'s.
+    pub fn create_role(&self, role: &str) {
+        self.sql(&format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+    }
+
+    /// The URL of database `name` as `role`.
+    pub fn url_as(&self, role: &str, name: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Cuts every session of `role` and refuses it new ones; the server and
+    /// every other role carry on: the instance that connects as `role` is
+    /// cut off from the database while it keeps running.
+    pub fn refuse_role(&self, role: &str) {
+        self.sql(&format!("ALTER ROLE {role} NOLOGIN"));
+        self.sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ));
+    }
+
+    pub fn allow_role(&self, role: &str) {
+        self.sql(&format!("ALTER ROLE {role} LOGIN"));
+    }
+
     fn sql(&self, statement: &str) {
         let port = self.port.to_string();
         self.run(

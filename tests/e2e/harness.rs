@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
@@ -56,12 +56,22 @@ impl Sink {
 
     /// Every complete message dumped so far.
     pub fn messages(&self) -> Vec<Dumped> {
+        self.messages_with_times()
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect()
+    }
+
+    /// Every complete message dumped so far, with when smtp-sink finished
+    /// writing it: at the end of DATA, just before its 250 reply.
+    pub fn messages_with_times(&self) -> Vec<(SystemTime, Dumped)> {
         let mut messages = Vec::new();
         for entry in std::fs::read_dir(self.dir.path()).unwrap() {
             let path = entry.unwrap().path();
             if let Ok(text) = std::fs::read_to_string(&path) {
                 if let Some(message) = Dumped::parse(&text) {
-                    messages.push(message);
+                    let written = std::fs::metadata(&path).and_then(|meta| meta.modified());
+                    messages.push((written.unwrap(), message));
                 }
             }
         }

@@ -17,6 +17,7 @@ mod bulk_import;
 mod check;
 mod cli;
 mod consent;
+mod cut_off;
 mod dkim;
 mod edge;
 mod ehlo;
