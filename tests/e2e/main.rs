@@ -22,6 +22,7 @@ mod edge;
 mod ehlo;
 mod faults;
 mod fleet;
+mod full_disk;
 mod input;
 mod outages;
 mod outcomes;
