@@ -1,8 +1,9 @@
 //! The disk under the SQLite database full for 20 s in the middle of a
 //! send, with signups coming in all the while (a 16 MiB tmpfs). No outcome
 //! is given up: the failed writes are retried until there is room again,
-//! then every delivery is written as sent, and counted once that is so,
-//! every reader has the issue once and every accepted signup one email.
+//! and meanwhile no more is sent than the unrecorded window allows. Then
+//! every delivery is written as sent, and counted once that is so, every
+//! reader has the issue once and every accepted signup one email.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{free_port, sqlite_delivery_counts, wait_until, Sink, ADMIN_TOKEN};
 use crate::outages::{assert_well_formed, sign_up, sqlite_install, stored};
 use crate::small_disk::SmallDisk;
+use crate::unrecorded::assert_window_held;
 
 const READERS: usize = 2000;
 
@@ -71,6 +73,9 @@ fn a_full_disk_for_20_s_in_the_middle_of_a_send_sends_nothing_twice_and_loses_no
         assert!(log.contains(line), "{line} in:\n{log}");
     }
     assert!(!log.contains("stopping with outcomes unrecorded"), "{log}");
+    // Sending stopped while outcomes could not be written.
+    let stretches = assert_window_held("full disk", &log, &sink.messages());
+    assert!(stretches > 0, "{log}");
 
     // With every outcome written, nothing more will be sent: the count is
     // final. One message per delivery, so no one got anything twice.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
@@ -60,7 +60,8 @@ impl Sink {
         for entry in std::fs::read_dir(self.dir.path()).unwrap() {
             let path = entry.unwrap().path();
             if let Ok(text) = std::fs::read_to_string(&path) {
-                if let Some(message) = Dumped::parse(&text) {
+                if let Some(mut message) = Dumped::parse(&text) {
+                    message.received = std::fs::metadata(&path).unwrap().modified().unwrap();
                     messages.push(message);
                 }
             }
@@ -126,6 +127,8 @@ pub struct Dumped {
     pub helo: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// When smtp-sink finished writing it (the dump file's time).
+    pub received: SystemTime,
 }
 
 impl Dumped {
@@ -163,6 +166,7 @@ impl Dumped {
             helo,
             headers,
             body: decode_quoted_printable(body),
+            received: SystemTime::UNIX_EPOCH,
         })
     }
 

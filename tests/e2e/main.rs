@@ -30,3 +30,4 @@ mod recovery;
 mod small_disk;
 mod smtp_outages;
 mod spam_score;
+mod unrecorded;
