@@ -1,7 +1,8 @@
 //! Recovery by liveness: a daemon killed with SIGKILL in the middle of a
 //! send, and what it had claimed delivered within seconds, by its restart
 //! (SQLite, PostgreSQL) or by another instance (PostgreSQL), not when its
-//! five-minute lease runs out. And one `serve` per SQLite file.
+//! five-minute lease runs out. And one `serve` per SQLite file, beside
+//! which a `send-now` keeps its claims while it lives.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -320,6 +321,99 @@ fn ten_sigkills_in_a_20000_recipient_send_on_sqlite_lose_nothing() {
 fn ten_sigkills_in_a_20000_recipient_send_on_postgres_lose_nothing() {
     let database = PgDatabase::create();
     killed_ten_times("postgres", Some(&database.url));
+}
+
+/// A `send-now` takes no lock, so a `serve` that starts beside it cannot
+/// tell it from a dead one but by its heartbeat, and a live one keeps
+/// sending what it claimed until its heartbeat is 6 s old: the serve takes
+/// back at start only its predecessor's claims, never a send-now's, even
+/// one whose heartbeat is seconds old. Had it taken them, the send-now
+/// would send them too and find its outcomes fenced off. Killed, the
+/// send-now's claims come back once its heartbeat is 10 s old.
+#[test]
+fn a_serve_leaves_a_live_send_now_its_claims_and_takes_them_back_once_it_is_killed() {
+    const SEND_NOW_READERS: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(&[]);
+    // Both paced, so that both are still sending at the kill.
+    let install = install_with(dir.path(), &sink, None, SEND_NOW_READERS)
+        .set("TIDINGS_SMTP__RATE_PER_SECOND", "100");
+    let log = dir.path().join("send-now.log");
+    let mut send_now = install
+        .command(&["send-now"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = send_now.id();
+    let claims_of = |pid: u32| {
+        claims_by_pid(dir.path(), None)
+            .get(&pid)
+            .copied()
+            .unwrap_or(0)
+    };
+    wait_until("the send-now sending", Duration::from_secs(60), || {
+        sent_count(dir.path(), None) >= 200 && claims_of(pid) > 0
+    });
+
+    // Paused (a slow disk, a stalled VM) long enough for its heartbeat to
+    // be seconds old when the serve starts, and short of the 6 s after
+    // which it would stop sending by itself.
+    signal(pid, "STOP");
+    let paused_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let daemon = install.serve(free_port());
+    signal(pid, "CONT");
+    let paused = paused_at.elapsed();
+    let joined_at = sent_count(dir.path(), None);
+    // A few of the serve's 2 s checks for dead instances pass meanwhile.
+    wait_until("the serve sending too", Duration::from_secs(60), || {
+        sent_count(dir.path(), None) >= joined_at + 600 && claims_of(daemon.pid()) > 0
+    });
+    let beside = daemon.log_text();
+    assert!(taken_back(&beside, TOOK_OVER).is_empty(), "{beside}");
+    assert!(taken_back(&beside, RESCUED).is_empty(), "{beside}");
+    assert!(claims_of(pid) > 0, "the send-now kept its claims");
+
+    send_now.kill().unwrap();
+    send_now.wait().unwrap();
+    let killed_at = Instant::now();
+    let held = claims_of(pid);
+    assert!(held > 0, "the send-now held claims at the kill");
+    wait_until(
+        "the send-now's claims taken back",
+        Duration::from_secs(30),
+        || claims_of(pid) == 0,
+    );
+    let back_after = killed_at.elapsed();
+    assert_eq!(taken_back(&daemon.log_text(), RESCUED), [(pid, held)]);
+    wait_until("every delivery sent", Duration::from_secs(90), || {
+        sent_count(dir.path(), None) == SEND_NOW_READERS as i64
+    });
+    let resent = every_reader_once_or_resent_after(&sink, SEND_NOW_READERS, 1);
+    let send_now_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !send_now_log.contains("taken back before their outcome was recorded"),
+        "{send_now_log}"
+    );
+    eprintln!(
+        "send-now beside a serve (sqlite): paused {:.1} s as the serve started, kept its \
+         claims; {held} taken back {:.1} s after its SIGKILL; 0 lost; {resent} sent twice",
+        paused.as_secs_f64(),
+        back_after.as_secs_f64()
+    );
+    // Its last heartbeat is at most 2 s old at the kill, and the serve
+    // checks every 2 s: 10 s to count as dead, and some slack.
+    assert!(back_after < Duration::from_secs(15), "{back_after:?}");
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 #[test]
