@@ -281,6 +281,11 @@ impl Application {
 /// Holding the SQLite lock, the daemon knows that the `serve` that held it
 /// before is dead: its claims go back to `pending` now, not when its
 /// heartbeat is stale. Then the lock file names this daemon instead.
+///
+/// A `send-now` takes no lock, so its claims are left to the heartbeat
+/// check, even when its heartbeat is a few seconds old: a live one (after a
+/// slow write, a pause) still sends what it claimed until its heartbeat is
+/// 6 s old, and taking those claims sooner than 10 s would send them twice.
 async fn take_over_from_predecessor(
     lock: &mut DatabaseLock,
     services: &Services,

@@ -214,10 +214,10 @@ fn an_instance_cut_off_from_postgres_stops_sending_and_the_other_delivers_its_cl
     );
 
     // It fell silent before the survivor took over, within its own rule.
-    let by_cut_off = slow.messages_with_times();
+    let by_cut_off = slow.messages();
     let during: Vec<SystemTime> = by_cut_off
         .iter()
-        .map(|(at, _)| *at)
+        .map(|message| message.received)
         .filter(|at| *at > cut_at && *at < restored_at)
         .collect();
     let last = during.iter().max().copied().unwrap_or(cut_at);
@@ -240,7 +240,7 @@ fn an_instance_cut_off_from_postgres_stops_sending_and_the_other_delivers_its_cl
     // took none of its old ones.
     let resumed = by_cut_off
         .iter()
-        .filter(|(at, _)| *at > restored_at)
+        .filter(|message| message.received > restored_at)
         .count();
     assert!(resumed > 0, "the cut-off instance resumed sending");
 
@@ -276,14 +276,14 @@ fn an_instance_cut_off_from_postgres_stops_sending_and_the_other_delivers_its_cl
 /// each instance, with one Message-ID, and the cut-off instance's copy
 /// left before the survivor took its claims over. Returns those readers.
 fn every_reader_with_resends_from_before_the_takeover(
-    by_cut_off: &[(SystemTime, Dumped)],
+    by_cut_off: &[Dumped],
     by_survivor: &[Dumped],
     taken_over_at: DateTime<Utc>,
 ) -> usize {
     let mut copies: HashMap<&str, Vec<(Option<SystemTime>, &str)>> = HashMap::new();
     let all = by_cut_off
         .iter()
-        .map(|(at, message)| (Some(*at), message))
+        .map(|message| (Some(message.received), message))
         .chain(by_survivor.iter().map(|message| (None, message)));
     for (at, message) in all {
         let id = message.header("message-id").unwrap();

@@ -8,11 +8,24 @@ use serde_json::{json, Value};
 use crate::harness::{free_port, sqlite_delivery_counts, wait_until, Install, Sink, ADMIN_TOKEN};
 
 pub fn install_with_readers(dir: &std::path::Path, readers: usize, smtp_url: &str) -> Install {
-    let install = Install::new(dir)
+    install_with_readers_on(dir, readers, smtp_url, None)
+}
+
+/// The same, on the PostgreSQL database at `database_url` when given.
+pub fn install_with_readers_on(
+    dir: &std::path::Path,
+    readers: usize,
+    smtp_url: &str,
+    database_url: Option<&str>,
+) -> Install {
+    let mut install = Install::new(dir)
         .set("TIDINGS_SMTP__URL", smtp_url)
         .set("TIDINGS_ADMIN__TOKEN", ADMIN_TOKEN)
         .set("TIDINGS_SMTP__RETRY_BASE", "1s")
         .set("TIDINGS_SMTP__MAX_ATTEMPTS", "20");
+    if let Some(url) = database_url {
+        install = install.set("TIDINGS_DATABASE__URL", url);
+    }
     let csv = dir.join("readers.csv");
     let rows: String = (1..=readers)
         .map(|n| format!("reader{n}@example.com,Reader {n},confirmed\n"))

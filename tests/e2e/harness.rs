@@ -54,24 +54,17 @@ impl Sink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Every complete message dumped so far.
+    /// Every complete message dumped so far, each with when smtp-sink
+    /// finished writing it (`received`): at the end of DATA, just before
+    /// its 250 reply.
     pub fn messages(&self) -> Vec<Dumped> {
-        self.messages_with_times()
-            .into_iter()
-            .map(|(_, message)| message)
-            .collect()
-    }
-
-    /// Every complete message dumped so far, with when smtp-sink finished
-    /// writing it: at the end of DATA, just before its 250 reply.
-    pub fn messages_with_times(&self) -> Vec<(SystemTime, Dumped)> {
         let mut messages = Vec::new();
         for entry in std::fs::read_dir(self.dir.path()).unwrap() {
             let path = entry.unwrap().path();
             if let Ok(text) = std::fs::read_to_string(&path) {
-                if let Some(message) = Dumped::parse(&text) {
-                    let written = std::fs::metadata(&path).and_then(|meta| meta.modified());
-                    messages.push((written.unwrap(), message));
+                if let Some(mut message) = Dumped::parse(&text) {
+                    message.received = std::fs::metadata(&path).unwrap().modified().unwrap();
+                    messages.push(message);
                 }
             }
         }
@@ -136,6 +129,8 @@ pub struct Dumped {
     pub helo: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// When smtp-sink finished writing it (the dump file's time).
+    pub received: SystemTime,
 }
 
 impl Dumped {
@@ -173,6 +168,7 @@ impl Dumped {
             helo,
             headers,
             body: decode_quoted_printable(body),
+            received: SystemTime::UNIX_EPOCH,
         })
     }
 

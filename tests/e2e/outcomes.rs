@@ -3,8 +3,9 @@
 //! removes itself (the shared server on 5432 is never touched). Each write
 //! then fails at once, as on a full disk: the recorder used to give a group
 //! up after eight tries, about 16 s, and send it again when its lease ran
-//! out. And the same cluster stopped for 20 s and started again, where
-//! writes wait for a connection instead of failing.
+//! out; now it retries, and no more is sent meanwhile than the unrecorded
+//! window allows. And the same cluster stopped for 20 s and started again,
+//! where writes wait for a connection instead of failing.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::PgCluster;
 use crate::harness::{free_port, wait_until, Install, Sink, ADMIN_TOKEN};
 use crate::postgres::query_pairs;
+use crate::unrecorded::assert_window_held;
 
 const READERS: usize = 600;
 const OUTAGE: Duration = Duration::from_secs(20);
@@ -114,6 +116,14 @@ fn outage_mid_send(outage: Outage) {
         assert!(log.contains(line), "{line} in:\n{log}");
     }
     assert!(!log.contains("stopping with outcomes unrecorded"), "{log}");
+    // Sending stopped while outcomes could not be written. A stopped
+    // server may keep writes waiting for a connection rather than failing.
+    let what = match outage {
+        Outage::Refused => "connections refused",
+        Outage::Stopped => "database stopped",
+    };
+    let stretches = assert_window_held(what, &log, &sink.messages());
+    assert!(stretches > 0 || outage == Outage::Stopped, "{log}");
     eprintln!(
         "outage ({}): {at_stop} readers had the issue when the database went away, {before_restart} \
          when it came back {:.0} s later; all {READERS} once each",

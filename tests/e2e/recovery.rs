@@ -1,7 +1,8 @@
 //! Recovery by liveness: a daemon killed with SIGKILL in the middle of a
 //! send, and what it had claimed delivered within seconds, by its restart
 //! (SQLite, PostgreSQL) or by another instance (PostgreSQL), not when its
-//! five-minute lease runs out. And one `serve` per SQLite file.
+//! five-minute lease runs out. And one `serve` per SQLite file, beside
+//! which a `send-now` keeps its claims while it lives.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -182,9 +183,50 @@ fn when_one_of_two_postgres_instances_dies_the_other_delivers_its_claims_within_
     );
 }
 
+/// Claims held now, by the process id in each lease owner's name
+/// (`host-pid-time-suffix`, `tidings::delivery::new_owner`).
+fn claims_by_pid(dir: &Path, database_url: Option<&str>) -> HashMap<u32, i64> {
+    let sql = "SELECT lease_owner, COUNT(*) FROM deliveries \
+               WHERE status = 'sending' GROUP BY lease_owner";
+    let rows = match database_url {
+        None => sqlite_pairs(&dir.join("tidings.db"), sql),
+        Some(url) => query_pairs(url, sql),
+    };
+    rows.into_iter()
+        .map(|(owner, count)| (owner_pid(&owner), count))
+        .collect()
+}
+
+fn owner_pid(owner: &str) -> u32 {
+    let pid = owner.rsplit('-').nth(2);
+    pid.and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no process id in the lease owner {owner}"))
+}
+
+/// The log's lines that say `what`: from whose process, and how many.
+fn taken_back(log: &str, what: &str) -> Vec<(u32, i64)> {
+    log.lines()
+        .filter(|line| line.contains(what))
+        .map(|line| {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+            };
+            (owner_pid(field("from=")), field("count=").parse().unwrap())
+        })
+        .collect()
+}
+
+const TOOK_OVER: &str = "took back the claims of the daemon that ran before on this file";
+const RESCUED: &str = "took back the claims of an instance that stopped beating";
+
 /// Kills the daemon ten times in the middle of a 20,000-recipient send,
-/// restarting it at once each time, and measures the time from the last
-/// restart to the last delivery.
+/// restarting it at once each time. Each kill comes once the daemon has
+/// sent since it started and holds claims; what it held is taken back, on
+/// SQLite by the restart as it starts, on PostgreSQL by whichever daemon
+/// runs when its heartbeat is 10 s old. The rest is sent within 30 s of
+/// the last restart.
 fn killed_ten_times(backend: &str, database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(&[]);
@@ -192,25 +234,81 @@ fn killed_ten_times(backend: &str, database_url: Option<&str>) {
     let mut daemon = install.serve(free_port());
     assert_eq!(daemon.send_now()["recipients"], MANY_READERS);
     let mut last_restart = Instant::now();
+    // Each killed daemon's process id and the claims it held.
+    let mut killed = Vec::new();
+    let mut logs = Vec::new();
     for kill in 1..=KILLS {
+        let sent_at_start = sent_count(dir.path(), database_url);
         // Spread over the first two thirds of the send.
-        sink.wait_for(kill * MANY_READERS / 16, Duration::from_secs(120));
+        let due = (kill * MANY_READERS / 16) as i64;
+        let pid = daemon.pid();
+        wait_until(
+            "the daemon in the middle of sending",
+            Duration::from_secs(120),
+            || {
+                let sent = sent_count(dir.path(), database_url);
+                sent > sent_at_start
+                    && sent >= due
+                    && claims_by_pid(dir.path(), database_url)
+                        .get(&pid)
+                        .is_some_and(|held| *held > 0)
+            },
+        );
         daemon.signal("KILL");
         assert!(!daemon.wait_exit(Duration::from_secs(5)));
+        let held = claims_by_pid(dir.path(), database_url)
+            .get(&pid)
+            .copied()
+            .unwrap_or(0);
+        killed.push((pid, held));
+        logs.push(daemon.log.clone());
         last_restart = Instant::now();
         daemon = install.serve(free_port());
+        if database_url.is_none() {
+            let expected = if held > 0 { vec![(pid, held)] } else { vec![] };
+            assert_eq!(
+                taken_back(&daemon.log_text(), TOOK_OVER),
+                expected,
+                "the restart takes back what the daemon before it held:\n{}",
+                daemon.log_text()
+            );
+        }
     }
     let at_last = sent_count(dir.path(), database_url);
     wait_until("every delivery sent", Duration::from_secs(60), || {
         sent_count(dir.path(), database_url) == MANY_READERS as i64
     });
     let recovery = last_restart.elapsed();
+    logs.push(daemon.log.clone());
+    if database_url.is_some() {
+        let rescued: Vec<(u32, i64)> = logs
+            .iter()
+            .flat_map(|log| taken_back(&std::fs::read_to_string(log).unwrap(), RESCUED))
+            .collect();
+        for &(pid, held) in &killed {
+            let back: i64 = rescued
+                .iter()
+                .filter(|(p, _)| *p == pid)
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(
+                back, held,
+                "claims of process {pid} taken back: {rescued:?}"
+            );
+        }
+    }
     let extra = every_reader_once_or_resent_after(&sink, MANY_READERS, KILLS);
     assert_eq!(tallied_sent(dir.path(), database_url), MANY_READERS as i64);
+    let held: Vec<i64> = killed.iter().map(|(_, held)| *held).collect();
     eprintln!(
-        "recovery ({backend}, {KILLS} kills): {at_last} of {MANY_READERS} sent at the last \
-         restart; all sent {:.1} s after it; 0 lost; {extra} copies sent twice",
+        "recovery ({backend}, {KILLS} kills): claims held at the kills {held:?}, all taken back; \
+         {at_last} of {MANY_READERS} sent at the last restart; all sent {:.1} s after it; \
+         0 lost; {extra} copies sent twice",
         recovery.as_secs_f64()
+    );
+    assert!(
+        recovery < Duration::from_secs(30),
+        "{recovery:?} from the last restart to the last send"
     );
 }
 
@@ -223,6 +321,99 @@ fn ten_sigkills_in_a_20000_recipient_send_on_sqlite_lose_nothing() {
 fn ten_sigkills_in_a_20000_recipient_send_on_postgres_lose_nothing() {
     let database = PgDatabase::create();
     killed_ten_times("postgres", Some(&database.url));
+}
+
+/// A `send-now` takes no lock, so a `serve` that starts beside it cannot
+/// tell it from a dead one but by its heartbeat, and a live one keeps
+/// sending what it claimed until its heartbeat is 6 s old: the serve takes
+/// back at start only its predecessor's claims, never a send-now's, even
+/// one whose heartbeat is seconds old. Had it taken them, the send-now
+/// would send them too and find its outcomes fenced off. Killed, the
+/// send-now's claims come back once its heartbeat is 10 s old.
+#[test]
+fn a_serve_leaves_a_live_send_now_its_claims_and_takes_them_back_once_it_is_killed() {
+    const SEND_NOW_READERS: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(&[]);
+    // Both paced, so that both are still sending at the kill.
+    let install = install_with(dir.path(), &sink, None, SEND_NOW_READERS)
+        .set("TIDINGS_SMTP__RATE_PER_SECOND", "100");
+    let log = dir.path().join("send-now.log");
+    let mut send_now = install
+        .command(&["send-now"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = send_now.id();
+    let claims_of = |pid: u32| {
+        claims_by_pid(dir.path(), None)
+            .get(&pid)
+            .copied()
+            .unwrap_or(0)
+    };
+    wait_until("the send-now sending", Duration::from_secs(60), || {
+        sent_count(dir.path(), None) >= 200 && claims_of(pid) > 0
+    });
+
+    // Paused (a slow disk, a stalled VM) long enough for its heartbeat to
+    // be seconds old when the serve starts, and short of the 6 s after
+    // which it would stop sending by itself.
+    signal(pid, "STOP");
+    let paused_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let daemon = install.serve(free_port());
+    signal(pid, "CONT");
+    let paused = paused_at.elapsed();
+    let joined_at = sent_count(dir.path(), None);
+    // A few of the serve's 2 s checks for dead instances pass meanwhile.
+    wait_until("the serve sending too", Duration::from_secs(60), || {
+        sent_count(dir.path(), None) >= joined_at + 600 && claims_of(daemon.pid()) > 0
+    });
+    let beside = daemon.log_text();
+    assert!(taken_back(&beside, TOOK_OVER).is_empty(), "{beside}");
+    assert!(taken_back(&beside, RESCUED).is_empty(), "{beside}");
+    assert!(claims_of(pid) > 0, "the send-now kept its claims");
+
+    send_now.kill().unwrap();
+    send_now.wait().unwrap();
+    let killed_at = Instant::now();
+    let held = claims_of(pid);
+    assert!(held > 0, "the send-now held claims at the kill");
+    wait_until(
+        "the send-now's claims taken back",
+        Duration::from_secs(30),
+        || claims_of(pid) == 0,
+    );
+    let back_after = killed_at.elapsed();
+    assert_eq!(taken_back(&daemon.log_text(), RESCUED), [(pid, held)]);
+    wait_until("every delivery sent", Duration::from_secs(90), || {
+        sent_count(dir.path(), None) == SEND_NOW_READERS as i64
+    });
+    let resent = every_reader_once_or_resent_after(&sink, SEND_NOW_READERS, 1);
+    let send_now_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !send_now_log.contains("taken back before their outcome was recorded"),
+        "{send_now_log}"
+    );
+    eprintln!(
+        "send-now beside a serve (sqlite): paused {:.1} s as the serve started, kept its \
+         claims; {held} taken back {:.1} s after its SIGKILL; 0 lost; {resent} sent twice",
+        paused.as_secs_f64(),
+        back_after.as_secs_f64()
+    );
+    // Its last heartbeat is at most 2 s old at the kill, and the serve
+    // checks every 2 s: 10 s to count as dead, and some slack.
+    assert!(back_after < Duration::from_secs(15), "{back_after:?}");
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The SMTP server going away: a restart in the middle of a send, and a
 //! server that takes connections and then stops answering. Neither may
 //! cost a delivery an attempt, and a short restart must cost little time.
+//! Each runs on SQLite and on a PostgreSQL database of its own.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,27 +13,45 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::faults::{install_with_readers, stats};
+use crate::faults::{install_with_readers_on, stats};
 use crate::harness::{free_port, wait_until, Daemon, Install, Sink};
+use crate::postgres::PgDatabase;
 
 /// The deliveries' counts by status, from the admin API.
 fn deliveries(daemon: &Daemon) -> Value {
     stats(daemon)["deliveries"].clone()
 }
 
-fn install(dir: &std::path::Path, readers: usize, smtp_port: u16) -> Install {
-    install_with_readers(dir, readers, &format!("smtp://127.0.0.1:{smtp_port}"))
+fn install(
+    dir: &std::path::Path,
+    readers: usize,
+    smtp_port: u16,
+    database: Option<&PgDatabase>,
+) -> Install {
+    let smtp_url = format!("smtp://127.0.0.1:{smtp_port}");
+    let database_url = database.map(|database| database.url.as_str());
+    install_with_readers_on(dir, readers, &smtp_url, database_url)
 }
 
 #[test]
-fn a_smtp_restart_under_a_second_costs_under_two_seconds_of_sending() {
+fn a_smtp_restart_under_a_second_costs_under_two_seconds_of_sending_on_sqlite() {
+    smtp_restart_under_a_second(None);
+}
+
+#[test]
+fn a_smtp_restart_under_a_second_costs_under_two_seconds_of_sending_on_postgres() {
+    smtp_restart_under_a_second(Some(&PgDatabase::create()));
+}
+
+fn smtp_restart_under_a_second(database: Option<&PgDatabase>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let readers = 1500;
     // Paced, so that the send is still going when the server restarts; a
     // message cut off at the stop is retried a second later (the install's
     // smtp.retry_base).
-    let install = install(dir.path(), readers, port).set("TIDINGS_SMTP__RATE_PER_SECOND", "500");
+    let install =
+        install(dir.path(), readers, port, database).set("TIDINGS_SMTP__RATE_PER_SECOND", "500");
     let first = Sink::start_on(port, &[]);
     let daemon = install.serve(free_port());
     daemon.send_now();
@@ -53,7 +72,12 @@ fn a_smtp_restart_under_a_second_costs_under_two_seconds_of_sending() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pause = stopped.elapsed();
-    eprintln!("server down {restart:?}; sending again {pause:?} after it stopped");
+    let backend = if database.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    eprintln!("{backend}: server down {restart:?}; sending again {pause:?} after it stopped");
     assert!(pause < Duration::from_secs(2), "{pause:?} without sending");
 
     wait_until("every delivery sent", Duration::from_secs(60), || {
@@ -73,6 +97,10 @@ fn a_smtp_restart_under_a_second_costs_under_two_seconds_of_sending() {
     let doubled: Vec<_> = by_recipient.values().filter(|ids| ids.len() > 1).collect();
     assert!(doubled.len() <= 8, "only what was in flight: {doubled:?}");
     assert!(doubled.iter().all(|ids| ids.iter().all(|id| *id == ids[0])));
+    eprintln!(
+        "{backend}: all {readers} sent after the restart; 0 lost; {} sent twice",
+        doubled.len()
+    );
 }
 
 /// An SMTP server that greets, answers EHLO, and then never says another
@@ -133,11 +161,20 @@ fn greet_then_hang(mut stream: TcpStream) {
 }
 
 #[test]
-fn a_server_that_stops_answering_pauses_sending_and_costs_no_attempt() {
+fn a_server_that_stops_answering_pauses_sending_and_costs_no_attempt_on_sqlite() {
+    hanging_server(None);
+}
+
+#[test]
+fn a_server_that_stops_answering_pauses_sending_and_costs_no_attempt_on_postgres() {
+    hanging_server(Some(&PgDatabase::create()));
+}
+
+fn hanging_server(database: Option<&PgDatabase>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let hanging = HangingServer::start(port);
-    let install = install(dir.path(), 3, port)
+    let install = install(dir.path(), 3, port, database)
         .set("TIDINGS_SMTP__TIMEOUT", "1s")
         .set("TIDINGS_SMTP__MAX_ATTEMPTS", "2");
     let daemon = install.serve(free_port());
@@ -160,10 +197,22 @@ fn a_server_that_stops_answering_pauses_sending_and_costs_no_attempt() {
 
     drop(hanging);
     let healthy = Sink::start_on(port, &[]);
+    let answering = Instant::now();
     let messages = healthy.wait_for(3, Duration::from_secs(60));
     wait_until("all three sent", Duration::from_secs(10), || {
         deliveries(&daemon)["sent"] == 3
     });
     assert_eq!(messages.len(), 3, "each once");
     assert_eq!(deliveries(&daemon)["failed"], 0);
+    eprintln!(
+        "{}: {} unanswered sends cost no attempt; all 3 sent {:.1} s after a server \
+         answered again; 0 lost; 0 sent twice",
+        if database.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        daemon.metric(unanswered),
+        answering.elapsed().as_secs_f64()
+    );
 }
