@@ -5,9 +5,10 @@
 # Per backend, it starts `tidings serve` (the release binary) on a fresh
 # database (SQLite in a temporary folder; PostgreSQL in a database it
 # creates and drops), with no per-IP limit and emails written to an outbox
-# folder. It adds one confirmed subscriber with the CLI, then sends, one at
-# a time over one keep-alive connection, BENCH_ENUM_N signups of fresh
-# addresses and BENCH_ENUM_N of the confirmed address, in a shuffled order
+# folder. It adds one subscriber with the CLI (confirmed, or pending with
+# BENCH_ENUM_EXISTING=pending), then sends, one at a time over one
+# keep-alive connection, BENCH_ENUM_N signups of fresh addresses and
+# BENCH_ENUM_N of that subscriber's address, in a shuffled order
 # (fixed seed), after BENCH_ENUM_WARMUP signups it does not count. Between
 # two requests it pauses BENCH_ENUM_GAP_MS, so that each request meets an
 # idle daemon: the background work a signup starts (the confirmation email)
@@ -24,6 +25,7 @@
 # Settings (environment):
 #   BENCH_BACKENDS="sqlite postgres"
 #   BENCH_ENUM_N=200  BENCH_ENUM_WARMUP=40  BENCH_ENUM_GAP_MS=25  BENCH_ENUM_SEED=17
+#   BENCH_ENUM_EXISTING=confirmed (or pending)
 #   BENCH_PG_HOST=127.0.0.1  BENCH_PG_PORT=5432  BENCH_PG_USER=postgres
 #   TIDINGS_BIN=target/release/tidings (build it with cargo build --release)
 #
@@ -38,11 +40,17 @@ N=${BENCH_ENUM_N:-200}
 WARMUP=${BENCH_ENUM_WARMUP:-40}
 GAP_MS=${BENCH_ENUM_GAP_MS:-25}
 SEED=${BENCH_ENUM_SEED:-17}
+EXISTING=${BENCH_ENUM_EXISTING:-confirmed}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
 PG_USER=${BENCH_PG_USER:-postgres}
 
 die() { printf 'benches/enumeration.sh: %s\n' "$*" >&2; exit 1; }
+case $EXISTING in
+confirmed) ADD_FLAGS=(--confirmed) ;;
+pending) ADD_FLAGS=() ;;
+*) die "BENCH_ENUM_EXISTING must be confirmed or pending, not $EXISTING" ;;
+esac
 [[ -x $BIN ]] || die "no tidings binary at $BIN (cargo build --release, or set TIDINGS_BIN)"
 command -v python3 >/dev/null || die "python3 is not installed"
 command -v curl >/dev/null || die "curl is not installed"
@@ -95,7 +103,7 @@ measure() {
         "RUST_LOG=warn"
     )
     env "${env[@]}" "$BIN" migrate >/dev/null
-    env "${env[@]}" "$BIN" subscriber add member@example.com --confirmed >/dev/null
+    env "${env[@]}" "$BIN" subscriber add member@example.com "${ADD_FLAGS[@]}" >/dev/null
     env "${env[@]}" "$BIN" serve >"$TMP/serve-$backend.log" 2>&1 &
     DAEMON_PID=$!
     local ok=0
@@ -174,10 +182,10 @@ PY
     fi
 }
 
-printf 'tidings %s, commit %s, %s; %s + %s signups per backend, %s ms apart\n' \
+printf 'tidings %s, commit %s, %s; %s new + %s of a %s address per backend, %s ms apart\n' \
     "$("$BIN" --version 2>/dev/null | awk '{print $2}')" \
     "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "$(date -u +%Y-%m-%d)" "$N" "$N" "$GAP_MS"
+    "$(date -u +%Y-%m-%d)" "$N" "$N" "$EXISTING" "$GAP_MS"
 for backend in $BACKENDS; do
     measure "$backend"
 done
