@@ -312,32 +312,16 @@ async fn take_over_from_predecessor(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use chrono::{DateTime, Utc};
-
     use super::*;
-    use crate::clock::Clock;
     use crate::config::DatabaseSettings;
 
     /// Long enough for a slow machine; the tests wait on events, not on this.
     const PATIENCE: Duration = Duration::from_secs(30);
 
-    /// Real time until told to break; then every reading panics, as a bug
-    /// in whatever reads it would.
-    #[derive(Default)]
-    struct BreakableClock(AtomicBool);
-
-    impl Clock for BreakableClock {
-        fn now(&self) -> DateTime<Utc> {
-            assert!(!self.0.load(Ordering::SeqCst), "the clock broke");
-            Utc::now()
-        }
-    }
-
     /// A daemon on a SQLite file, writing emails to an outbox folder.
-    async fn daemon(dir: &tempfile::TempDir, clock: SharedClock) -> Application {
+    async fn daemon(dir: &tempfile::TempDir) -> Application {
         let mut settings = crate::config::defaults();
         settings.http.bind = "127.0.0.1:0".parse().unwrap();
         let url = format!("sqlite://{}", dir.path().join("tidings.db").display());
@@ -346,7 +330,7 @@ mod tests {
         settings.smtp.outbox_dir = dir.path().join("outbox");
         settings.templates.dir = "/nonexistent-templates".into();
         let options = AppOptions {
-            clock,
+            clock: crate::clock::system(),
             run_scheduler: false,
             seed_first_series: false,
         };
@@ -354,31 +338,9 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_worker_that_dies_stops_the_daemon_with_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(BreakableClock::default());
-        let app = daemon(&dir, clock.clone()).await;
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(app.run(shutdown.clone()));
-        // Nothing else reads the clock while no request comes in and the
-        // scheduler is off: the worker does, each time it looks for work.
-        clock.0.store(true, Ordering::SeqCst);
-        let error = tokio::time::timeout(PATIENCE, running)
-            .await
-            .expect("the daemon stops by itself")
-            .unwrap()
-            .expect_err("a dead worker is an error");
-        assert_eq!(
-            format!("{error:#}"),
-            "the delivery worker panicked: the clock broke"
-        );
-        assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_signal_stops_the_daemon_cleanly() {
         let dir = tempfile::tempdir().unwrap();
-        let app = daemon(&dir, crate::clock::system()).await;
+        let app = daemon(&dir).await;
         let address = app.local_addr();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(app.run(shutdown.clone()));
