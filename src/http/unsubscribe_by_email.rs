@@ -24,7 +24,7 @@ use super::public::page;
 use super::{ClientInfo, PageError, SharedState};
 use crate::config::HttpSettings;
 use crate::domain::subscriber::EmailAddress;
-use crate::newsletter::SIGNUP_ANSWER_FLOOR;
+use crate::newsletter::signup_answer_at;
 use crate::render::Page;
 
 /// Where the form is, and where it posts.
@@ -128,7 +128,7 @@ pub async fn request(
         tracing::debug!(?outcome, "unsubscribe link asked for by address");
     } else {
         // Answered like any other: an address asked for twice is no news.
-        tokio::time::sleep(SIGNUP_ANSWER_FLOOR).await;
+        tokio::time::sleep_until(signup_answer_at()).await;
     }
     page(
         &state,
