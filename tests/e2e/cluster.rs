@@ -76,9 +76,7 @@ impl PgCluster {
     /// still running: each write fails at once, as on a full disk.
     pub fn refuse_connections(&self, name: &str) {
         self.sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
-        self.sql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-        ));
+        self.end_sessions(&format!("datname = '{name}'"));
     }
 
     pub fn allow_connections(&self, name: &str) {
@@ -101,13 +99,19 @@ impl PgCluster {
     /// cut off from the database while it keeps running.
     pub fn refuse_role(&self, role: &str) {
         self.sql(&format!("ALTER ROLE {role} NOLOGIN"));
-        self.sql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-        ));
+        self.end_sessions(&format!("usename = '{role}'"));
     }
 
     pub fn allow_role(&self, role: &str) {
         self.sql(&format!("ALTER ROLE {role} LOGIN"));
+    }
+
+    /// Ends the sessions that `filter` (a condition on `pg_stat_activity`)
+    /// picks out.
+    fn end_sessions(&self, filter: &str) {
+        self.sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {filter}"
+        ));
     }
 
     fn sql(&self, statement: &str) {

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 
 use crate::cluster::PgCluster;
-use crate::harness::{free_port, wait_until, Daemon, Dumped, Install, Sink, ADMIN_TOKEN};
+use crate::harness::{
+    free_port, log_field, wait_until, Daemon, Dumped, Install, Sink, ADMIN_TOKEN,
+};
 use crate::postgres::query_pairs;
 use tidings::domain::instance::SILENT_AFTER;
 
@@ -58,15 +60,6 @@ fn log_line(daemon: &Daemon, parts: &[&str]) -> Option<String> {
 }
 
 /// The value of `field=` in a log line.
-fn field<'a>(line: &'a str, field: &str) -> &'a str {
-    let start = line
-        .find(&format!(" {field}="))
-        .unwrap_or_else(|| panic!("no {field} in {line:?}"))
-        + field.len()
-        + 2;
-    line[start..].split_whitespace().next().unwrap()
-}
-
 fn counts(url: &str) -> HashMap<String, i64> {
     query_pairs(
         url,
@@ -134,7 +127,7 @@ fn an_instance_cut_off_from_postgres_stops_sending_and_the_other_delivers_its_cl
             line.is_some()
         },
     );
-    let owner = field(line.as_deref().unwrap(), "owner").to_owned();
+    let owner = log_field(line.as_deref().unwrap(), "owner").to_owned();
     assert!(owner.contains(&marker), "{owner} is the cut-off process");
 
     let took_back = "took back the claims of an instance that stopped beating";
@@ -254,7 +247,7 @@ fn an_instance_cut_off_from_postgres_stops_sending_and_the_other_delivers_its_cl
     let refused: usize = log
         .lines()
         .filter(|line| line.contains("some claims were taken back before their outcome"))
-        .map(|line| field(line, "lost").parse::<usize>().unwrap())
+        .map(|line| log_field(line, "lost").parse::<usize>().unwrap())
         .sum();
     assert_eq!(refused, resent, "outcomes refused, copies sent twice");
     eprintln!(

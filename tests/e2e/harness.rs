@@ -439,12 +439,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.child.id(), signal);
     }
 
     /// Waits for the process to exit by itself; returns whether it exited 0.
@@ -485,6 +480,27 @@ pub fn sqlite_delivery_counts(db: &Path) -> HashMap<String, i64> {
 }
 
 /// The `(text, number)` rows of a query on a SQLite file.
+/// Sends `signal` (`KILL`, `STOP`, …) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The value of `name=` in a log line (the daemon logs fields as
+/// `name=value`), panicking when the line has none.
+pub fn log_field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        + name.len()
+        + 2;
+    line[start..].split_whitespace().next().unwrap()
+}
+
 pub fn sqlite_pairs(db: &Path, sql: &str) -> Vec<(String, i64)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    free_port, sqlite_delivery_counts, sqlite_pairs, wait_until, Install, Sink, ADMIN_TOKEN,
+    free_port, log_field, send_signal, sqlite_delivery_counts, sqlite_pairs, wait_until, Install,
+    Sink, ADMIN_TOKEN,
 };
 use crate::postgres::{query_pairs, PgDatabase};
 
@@ -208,12 +209,8 @@ fn taken_back(log: &str, what: &str) -> Vec<(u32, i64)> {
     log.lines()
         .filter(|line| line.contains(what))
         .map(|line| {
-            let field = |name: &str| {
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix(name))
-                    .unwrap_or_else(|| panic!("no {name} in {line}"))
-            };
-            (owner_pid(field("from=")), field("count=").parse().unwrap())
+            let (from, count) = (log_field(line, "from"), log_field(line, "count"));
+            (owner_pid(from), count.parse().unwrap())
         })
         .collect()
 }
@@ -359,11 +356,11 @@ fn a_serve_leaves_a_live_send_now_its_claims_and_takes_them_back_once_it_is_kill
     // Paused (a slow disk, a stalled VM) long enough for its heartbeat to
     // be seconds old when the serve starts, and short of the 6 s after
     // which it would stop sending by itself.
-    signal(pid, "STOP");
+    send_signal(pid, "STOP");
     let paused_at = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let daemon = install.serve(free_port());
-    signal(pid, "CONT");
+    send_signal(pid, "CONT");
     let paused = paused_at.elapsed();
     let joined_at = sent_count(dir.path(), None);
     // A few of the serve's 2 s checks for dead instances pass meanwhile.
@@ -405,15 +402,6 @@ fn a_serve_leaves_a_live_send_now_its_claims_and_takes_them_back_once_it_is_kill
     // Its last heartbeat is at most 2 s old at the kill, and the serve
     // checks every 2 s: 10 s to count as dead, and some slack.
     assert!(back_after < Duration::from_secs(15), "{back_after:?}");
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
