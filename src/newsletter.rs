@@ -78,11 +78,11 @@ async fn send_unsubscribe_link(
 /// the writer does not wait, only each request's own answer does.
 pub const SIGNUP_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Up to this much more than the floor, drawn afresh for each answer. What
-/// work is left after the floor (the answer's own bytes, a write finishing
-/// on a busy machine) differed between new and listed addresses by under a
-/// tenth of a millisecond on SQLite, enough for one sample to guess right
-/// 55-58 % of the time; spread over a few milliseconds it tells nothing.
+/// Up to this much more than the floor, drawn afresh for each answer. On
+/// SQLite, answers to new addresses still came 0.05-0.1 ms after those to
+/// listed ones, for a reason not yet found, and one sample guessed right
+/// 55-58 % of the time; spread over a few milliseconds the shift tells a
+/// single sample nothing (docs/performance.md, "Enumeration").
 pub const SIGNUP_ANSWER_JITTER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// When an answer to a request taken now is due: the floor and a jitter.
