@@ -198,6 +198,20 @@ fn claims_by_pid(dir: &Path, database_url: Option<&str>) -> HashMap<u32, i64> {
         .collect()
 }
 
+/// Waits until no session but the asking one is open on the database. A
+/// SIGKILLed client's sessions end only once PostgreSQL has finished what
+/// it had been sent: a COMMIT of outcomes can land after the kill, and
+/// claims counted before it would count deliveries already recorded.
+fn wait_sessions_ended(url: &str) {
+    let sql = "SELECT 'sessions', COUNT(*) FROM pg_stat_activity \
+               WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    wait_until(
+        "the killed daemon's sessions ended",
+        Duration::from_secs(10),
+        || query_pairs(url, sql)[0].1 == 0,
+    );
+}
+
 fn owner_pid(owner: &str) -> u32 {
     let pid = owner.rsplit('-').nth(2);
     pid.and_then(|pid| pid.parse().ok())
@@ -253,6 +267,9 @@ fn killed_ten_times(backend: &str, database_url: Option<&str>) {
         );
         daemon.signal("KILL");
         assert!(!daemon.wait_exit(Duration::from_secs(5)));
+        if let Some(url) = database_url {
+            wait_sessions_ended(url);
+        }
         let held = claims_by_pid(dir.path(), database_url)
             .get(&pid)
             .copied()
