@@ -200,8 +200,8 @@ fn claims_by_pid(dir: &Path, database_url: Option<&str>) -> HashMap<u32, i64> {
 
 /// Waits until no session but the asking one is open on the database. A
 /// SIGKILLed client's sessions end only once PostgreSQL has finished what
-/// it had been sent: a COMMIT of outcomes can land after the kill, and
-/// claims counted before it would count deliveries already recorded.
+/// it had been sent: a COMMIT of a claim or of outcomes can land after the
+/// kill, so claims counted before it are off by that group.
 fn wait_sessions_ended(url: &str) {
     let sql = "SELECT 'sessions', COUNT(*) FROM pg_stat_activity \
                WHERE datname = current_database() AND pid <> pg_backend_pid()";
