@@ -115,35 +115,33 @@ impl Metrics {
         next_send_unix: Option<i64>,
     ) -> String {
         let mut out = String::new();
-        header(
+        labelled(
             &mut out,
-            "tidings_subscribers",
-            "gauge",
-            "Subscribers by status.",
+            ("tidings_subscribers", "gauge", "Subscribers by status."),
+            "status",
+            [
+                ("pending", subscribers.pending),
+                ("confirmed", subscribers.confirmed),
+                ("unsubscribed", subscribers.unsubscribed),
+                ("bounced", subscribers.bounced),
+            ],
         );
-        for (status, count) in [
-            ("pending", subscribers.pending),
-            ("confirmed", subscribers.confirmed),
-            ("unsubscribed", subscribers.unsubscribed),
-            ("bounced", subscribers.bounced),
-        ] {
-            let _ = writeln!(out, "tidings_subscribers{{status=\"{status}\"}} {count}");
-        }
-        header(
+        labelled(
             &mut out,
-            "tidings_deliveries",
-            "gauge",
-            "Deliveries (emails) by status.",
+            (
+                "tidings_deliveries",
+                "gauge",
+                "Deliveries (emails) by status.",
+            ),
+            "status",
+            [
+                ("pending", deliveries.pending),
+                ("sending", deliveries.sending),
+                ("sent", deliveries.sent),
+                ("failed", deliveries.failed),
+                ("skipped", deliveries.skipped),
+            ],
         );
-        for (status, count) in [
-            ("pending", deliveries.pending),
-            ("sending", deliveries.sending),
-            ("sent", deliveries.sent),
-            ("failed", deliveries.failed),
-            ("skipped", deliveries.skipped),
-        ] {
-            let _ = writeln!(out, "tidings_deliveries{{status=\"{status}\"}} {count}");
-        }
         let counters = [
             (
                 "tidings_send_attempts_total",
@@ -178,14 +176,18 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP tidings_send_failures_total Failed send attempts by this process.\n\
-             # TYPE tidings_send_failures_total counter\n\
-             tidings_send_failures_total{{kind=\"transient\"}} {}\n\
-             tidings_send_failures_total{{kind=\"permanent\"}} {}",
-            self.transient_failures.load(Ordering::Relaxed),
-            self.permanent_failures.load(Ordering::Relaxed)
+        labelled(
+            &mut out,
+            (
+                "tidings_send_failures_total",
+                "counter",
+                "Failed send attempts by this process.",
+            ),
+            "kind",
+            [
+                ("transient", self.transient_failures.load(Ordering::Relaxed)),
+                ("permanent", self.permanent_failures.load(Ordering::Relaxed)),
+            ],
         );
         let _ = writeln!(
             out,
@@ -204,6 +206,15 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// One metric (`name`, `kind`, `help`) with a line per value of `label`.
+fn labelled<T: std::fmt::Display>(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    values: impl IntoIterator<Item = (&'static str, T)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (value, count) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
 }
